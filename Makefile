@@ -1,0 +1,86 @@
+# Sphinx servers: build, run, test. `make help` lists the targets.
+CXX ?= g++
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++20 -Wall -Wextra -Wpedantic $(WERROR)
+CPPFLAGS += -I. -MMD -MP
+LDFLAGS += -pthread
+
+BUILD := build
+BIN := bin
+
+# Adding a program: put its main.cpp in NAME/ and add NAME here.
+PROGRAMS := server_simple server_threads client_questions
+PROGRAM_BINS := $(PROGRAMS:%=$(BIN)/%)
+
+COMMON_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard common/*.cpp))
+TEST_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tests/*.cpp))
+TEST_BIN := $(BUILD)/sphinx_tests
+
+GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null)
+
+# The run-* scenario (DESIGN §7).
+PORT ?= 1234
+CLIENTS ?= 3
+DELAY ?= 2
+QUESTIONS ?= 10
+SEED ?=
+
+.PHONY: all test clean lint format help run-simple run-threads run-async run-async-sync
+.DEFAULT_GOAL := all
+
+all: $(PROGRAM_BINS)
+
+$(BUILD)/common.a: $(COMMON_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+$(BIN)/%: $(BUILD)/%/main.o $(BUILD)/common.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
+
+$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"'
+
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
+	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
+
+test: all $(TEST_BIN)
+	$(TEST_BIN) $(GTEST_ARGS)
+
+run-simple: $(BIN)/server_simple $(BIN)/client_questions
+	@bash scripts/run_scenario.sh $(BIN) server_simple "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+run-threads: $(BIN)/server_threads $(BIN)/client_questions
+	@bash scripts/run_scenario.sh $(BIN) server_threads "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+run-async: $(BIN)/server_epoll $(BIN)/client_questions
+	@bash scripts/run_scenario.sh $(BIN) server_epoll "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp bench/*.cpp)
+
+lint:
+	clang-format --dry-run -Werror $(SOURCES)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
+	clang-tidy --quiet $(filter %.cpp,$(SOURCES)) -- $(CPPFLAGS) -std=c++20
+
+format:
+	clang-format -i $(SOURCES)
+
+clean:
+	rm -rf $(BUILD) $(BIN)
+
+help:
+	@echo "make                 build every program into bin/"
+	@echo "make test            build and run the GoogleTest suite"
+	@echo "make run-simple      the lab's task scenario against server_simple"
+	@echo "make run-threads     the same against server_threads"
+	@echo "make run-async       the same against server_epoll"
+	@echo "make run-async-sync  async_sync sync, then async_sync async"
+	@echo "make lint            clang-format, cppcheck, clang-tidy"
+	@echo "variables for run-*: PORT=$(PORT) CLIENTS=$(CLIENTS) DELAY=$(DELAY) QUESTIONS=$(QUESTIONS) SEED=$(SEED)"
+
+.SECONDARY:
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

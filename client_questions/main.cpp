@@ -1,0 +1,79 @@
+// client_questions: the lab's client. Asks the three example questions and prints each reply.
+// -e sends the first question without its '?' and closes (the lab's way to cause a server-side
+// error); --cycle is the lab's task: ask over and over, waiting --delay seconds before each.
+#include <poll.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <system_error>
+
+#include "common/cli.hpp"
+#include "common/log.hpp"
+#include "common/net.hpp"
+#include "common/protocol.hpp"
+
+namespace {
+// Sends one question and prints its reply. False if the server closed before replying.
+bool ask(int sock, Framer& buffer, std::string_view question) {
+  send_all(sock, question);
+  // The reply starts with the question, which may hold a '.': only a '.' after it ends the reply.
+  const std::optional<std::string> reply = recv_upto(sock, buffer, '.', question.size());
+  if (!reply) return false;
+  log_line(*reply);
+  return true;
+}
+
+// The lab's "sleep before each question", but it wakes at once if the server closes meanwhile.
+bool server_closed_within(int sock, double seconds) {
+  pollfd ready{.fd = sock, .events = POLLIN, .revents = 0};
+  return poll(&ready, 1, static_cast<int>(seconds * 1000)) > 0;
+}
+
+// --cycle: ask forever; the server ends it by closing the connection (its --max-questions).
+void cycle_questions(int sock, Framer& buffer, double delay) {
+  try {
+    for (std::size_t i = 0;; ++i) {
+      if (server_closed_within(sock, delay)) break;
+      if (!ask(sock, buffer, questions[i % questions.size()])) break;
+    }
+  } catch (const std::system_error& error) {
+    // A question sent just as the server closed is answered by a reset: a close, too.
+    if (error.code() != std::errc::connection_reset && error.code() != std::errc::broken_pipe) {
+      throw;
+    }
+  }
+  log_error("the server closed the connection");
+}
+}  // namespace
+
+int main(int argc, char* argv[]) try {
+  std::string host;
+  std::string port;
+  bool cause_error = false;
+  bool cycle = false;
+  double delay = 2;
+  ArgParser args("client_questions", "HOST PORT [-e] [--cycle] [--delay SECONDS]");
+  args.positional("HOST", "the server's address", host, true);
+  args.port("the server's port", port, true);
+  args.flag("-e", "send the first question without its '?', then close", cause_error);
+  args.flag("--cycle", "the lab's task: ask again and again until the server closes", cycle);
+  args.option("--delay", "with --cycle, seconds to wait before each question (default 2)", delay);
+  args.parse_or_exit(argc, argv);
+
+  const Fd sock = connect_to(host, port);
+  Framer buffer(MAX_REPLY, "reply");
+  if (cause_error) {
+    send_all(sock.get(), questions[0].substr(0, questions[0].size() - 1));
+  } else if (cycle) {
+    cycle_questions(sock.get(), buffer, delay);
+  } else {
+    for (const std::string_view question : questions) {
+      if (!ask(sock.get(), buffer, question)) {
+        throw std::runtime_error("the server closed the connection before replying");
+      }
+    }
+  }
+  return 0;
+} catch (const std::exception& error) {
+  return fail(error);
+}

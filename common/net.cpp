@@ -1,0 +1,113 @@
+#include "common/net.hpp"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+
+#include "common/log.hpp"
+
+namespace {
+std::system_error errno_error(const std::string& what) {
+  return {errno, std::generic_category(), what};
+}
+
+using AddrInfoList = std::unique_ptr<addrinfo, decltype(&freeaddrinfo)>;
+
+AddrInfoList resolve(const std::string& host, const std::string& port, int flags,
+                     const std::string& what) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = flags;
+  addrinfo* list = nullptr;
+  if (const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list); rc != 0) {
+    throw std::runtime_error(what + ": " + gai_strerror(rc));
+  }
+  return {list, freeaddrinfo};
+}
+}  // namespace
+
+std::string format_address(std::string_view host, std::string_view port) {
+  const bool ipv6 = host.find(':') != std::string_view::npos;
+  return (ipv6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + std::string(port);
+}
+
+std::string format_address(const sockaddr* address) {
+  std::array<char, NI_MAXHOST> host{};
+  std::array<char, NI_MAXSERV> port{};
+  const socklen_t length =
+      address->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (getnameinfo(address, length, host.data(), host.size(), port.data(), port.size(),
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return "?";
+  }
+  return format_address(host.data(), port.data());
+}
+
+std::string local_address(int sock) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (getsockname(sock, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    throw errno_error("getsockname");
+  }
+  return format_address(reinterpret_cast<sockaddr*>(&address));
+}
+
+Fd get_server_socket(const std::string& host, const std::string& port) {
+  std::signal(SIGPIPE, SIG_IGN);  // logging to a closed pipe must not kill the server either
+  raise_fd_limit();
+  const std::string what = "cannot listen on " + format_address(host, port);
+  const AddrInfoList list = resolve(host, port, AI_PASSIVE, what);
+  int error = 0;
+  for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
+    Fd listener(socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    const int on = 1;
+    // SO_REUSEADDR: a restarted server may bind while old connections sit in TIME_WAIT.
+    if (listener && setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == 0 &&
+        bind(listener.get(), ai->ai_addr, ai->ai_addrlen) == 0 &&
+        listen(listener.get(), SOMAXCONN) == 0) {
+      log_line("Listening for incoming connections at " + local_address(listener.get()));
+      return listener;
+    }
+    error = errno;
+  }
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+Fd connect_to(const std::string& host, const std::string& port) {
+  const std::string what = "cannot connect to " + format_address(host, port);
+  const AddrInfoList list = resolve(host, port, 0, what);
+  int error = 0;
+  for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
+    Fd sock(socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (sock && connect(sock.get(), ai->ai_addr, ai->ai_addrlen) == 0) return sock;
+    error = errno;
+  }
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+void send_all(int sock, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t sent = send(sock, data.data(), data.size(), MSG_NOSIGNAL);
+    if (sent >= 0) {
+      data.remove_prefix(static_cast<std::size_t>(sent));
+    } else if (errno != EINTR) {
+      throw errno_error("send");
+    }
+  }
+}
+
+void raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}

@@ -1,0 +1,28 @@
+#pragma once
+
+#include <sys/socket.h>
+
+#include <string>
+#include <string_view>
+
+#include "common/fd.hpp"
+
+// "127.0.0.1:51234" or "[::1]:51234": how every log line names an endpoint.
+std::string format_address(const sockaddr* address);
+std::string format_address(std::string_view host, std::string_view port);
+std::string local_address(int sock);
+
+// Stages 1-2: the listening socket at HOST:PORT (a name, an IPv4 or an IPv6 literal; port 0
+// lets the kernel choose). Prints "Listening for incoming connections at ..." with the real port.
+// Also the start-up every server shares: SIGPIPE ignored, open-file limit raised to the hard limit.
+Fd get_server_socket(const std::string& host, const std::string& port);
+
+// The client's side of stage 2: a connected socket, or std::system_error naming HOST:PORT.
+Fd connect_to(const std::string& host, const std::string& port);
+
+// send() until every byte is out. MSG_NOSIGNAL: a peer that has gone away is an error to
+// report (EPIPE), never a SIGPIPE that kills the program.
+void send_all(int sock, std::string_view data);
+
+// A server holds one descriptor per client, so it takes every descriptor it is allowed.
+void raise_fd_limit();

@@ -1,0 +1,52 @@
+#include "common/protocol.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <system_error>
+
+#include "common/log.hpp"
+
+std::mt19937 make_generator(std::optional<std::uint32_t> seed) {
+  return std::mt19937(seed ? *seed : std::random_device{}());
+}
+
+void make_reply(std::string_view question, std::mt19937& gen, std::string& out) {
+  out.append(question).append(" ").append(replies[gen() % replies.size()]);
+}
+
+void Framer::append(std::string_view bytes) {
+  buffer_.erase(0, start_);  // drop the messages already returned; keeps the capacity
+  start_ = 0;
+  buffer_.append(bytes);
+}
+
+std::optional<std::string_view> Framer::next(char delimiter, std::size_t from) {
+  const std::string_view rest = pending();
+  const std::size_t end = rest.find(delimiter, from);
+  if (end != std::string_view::npos && end < max_) {
+    start_ += end + 1;
+    return rest.substr(0, end + 1);
+  }
+  if (rest.size() >= max_) {
+    throw std::length_error(what_ + " longer than " + std::to_string(max_) + " bytes");
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> recv_upto(int sock, Framer& buffer, char delimiter, std::size_t from) {
+  while (true) {
+    if (const auto message = buffer.next(delimiter, from)) return std::string(*message);
+    char chunk[4096];
+    const ssize_t received = recv(sock, chunk, sizeof chunk, 0);
+    if (received > 0) {
+      buffer.append({chunk, static_cast<std::size_t>(received)});
+    } else if (received == 0) {
+      if (buffer.pending().empty()) return std::nullopt;
+      throw std::runtime_error("received '" + escape(buffer.pending()) + "' then socket closed");
+    } else if (errno != EINTR) {
+      throw std::system_error(errno, std::generic_category(), "recv");
+    }
+  }
+}

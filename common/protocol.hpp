@@ -1,0 +1,61 @@
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+
+// The sphinx protocol (DESIGN §2): a question ends with '?', a reply is the question, a space
+// and one of five stock replies, which ends with '.'.
+inline constexpr std::array<std::string_view, 5> replies = {"Yes.", "Very likely.", "Maybe.",
+                                                            "Not likely.", "No."};
+inline constexpr std::array<std::string_view, 3> questions = {
+    "Will I be happy tomorrow?", "Is general artificial intelligence possible?",
+    "Is there true free will?"};
+
+// A question is at most this many bytes, counting its '?'; a reply adds at most 13 more.
+inline constexpr std::size_t MAX_QUESTION = 4096;
+inline constexpr std::size_t MAX_REPLY = MAX_QUESTION + 1 + 12;
+
+// DESIGN §3: one generator per connection, seeded with --seed N, or from std::random_device.
+std::mt19937 make_generator(std::optional<std::uint32_t> seed);
+
+// Stage 5: appends the question, a space and replies[gen() % 5] to `out`. (The raw engine output
+// is fixed by the standard; a distribution is not, so none is used.)
+void make_reply(std::string_view question, std::mt19937& gen, std::string& out);
+
+// The buffer behind recv_upto: bytes go in as they arrive, whole messages come out. A message
+// is everything up to and including its delimiter; the bytes after it stay for the next one, so
+// several questions in one recv are never glued together or lost.
+class Framer {
+ public:
+  Framer(std::size_t max, std::string_view what) : max_(max), what_(what) {}
+
+  void append(std::string_view bytes);
+
+  // The next whole message, or nullopt until more bytes arrive. Only a delimiter at index
+  // `from` or later ends it (a client skips the echo of its own question, which may hold a
+  // '.'). The view lasts until the next append. Throws std::length_error once `max` bytes have
+  // arrived without a delimiter: nothing is ever buffered without bound.
+  std::optional<std::string_view> next(char delimiter, std::size_t from = 0);
+
+  // Bytes received but not yet returned as a message.
+  [[nodiscard]] std::string_view pending() const {
+    return std::string_view(buffer_).substr(start_);
+  }
+
+ private:
+  std::size_t max_;
+  std::string what_;
+  std::string buffer_;
+  std::size_t start_ = 0;  // messages before this index have been returned
+};
+
+// Stage 6: receive until `delimiter` (the lab's recv_upto). Returns nullopt if the peer closed
+// cleanly between messages; throws if it closed mid-message, on a socket error or on a message
+// longer than the framer's maximum.
+std::optional<std::string> recv_upto(int sock, Framer& buffer, char delimiter,
+                                     std::size_t from = 0);

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The lab's task scenario (DESIGN §7): start SERVER with --max-questions, start CLIENTS clients in
+# --cycle mode at once, wait for them, stop the server by its process id (also when interrupted
+# or when a client fails), and print how long the whole run took.
+# usage: run_scenario.sh BIN_DIR SERVER PORT CLIENTS DELAY QUESTIONS [SEED]
+set -u
+bin=$1 server=$2 port=$3 clients=$4 delay=$5 questions=$6 seed=${7:-}
+extra=()
+[ -n "$seed" ] && extra+=(--seed "$seed")
+
+log=$(mktemp)
+"$bin/$server" 127.0.0.1 "$port" --max-questions "$questions" "${extra[@]}" > >(tee "$log") &
+server_pid=$!
+stop_server() {
+  kill "$server_pid" 2>/dev/null
+  wait "$server_pid" 2>/dev/null
+  rm -f "$log"
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+# The server prints its port once it listens (PORT=0 lets the kernel choose one).
+for _ in $(seq 100); do
+  grep -q '^Listening' "$log" && break
+  kill -0 "$server_pid" 2>/dev/null || exit 1
+  sleep 0.05
+done
+port=$(sed -n 's/^Listening for incoming connections at .*:\([0-9]*\)$/\1/p' "$log")
+[ -n "$port" ] || { echo "$server did not start listening" >&2; exit 1; }
+
+start=$(date +%s.%N)
+pids=()
+for k in $(seq "$clients"); do
+  "$bin/client_questions" 127.0.0.1 "$port" --cycle --delay "$delay" 2>&1 | sed -u "s/^/client $k: /" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+end=$(date +%s.%N)
+echo "$server: $clients clients, $questions questions each, $delay s apart: the run took" \
+  "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }') s"
+exit "$status"

@@ -1,0 +1,164 @@
+#include "tests/support.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <system_error>
+
+#include "common/net.hpp"
+
+namespace {
+std::pair<Fd, Fd> make_pipe() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+}  // namespace
+
+Child::Child(const std::string& program, const std::vector<std::string>& args) {
+  const std::string path = std::string(BIN_DIR) + "/" + program;
+  std::vector<std::string> argv_strings{path};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& arg : argv_strings) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  auto [out_read, out_write] = make_pipe();
+  auto [err_read, err_write] = make_pipe();
+  pid_ = fork();
+  if (pid_ < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid_ == 0) {  // only async-signal-safe calls between fork and exec
+    dup2(out_write.get(), STDOUT_FILENO);
+    dup2(err_write.get(), STDERR_FILENO);
+    execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  out_pipe_ = std::move(out_read);
+  err_pipe_ = std::move(err_read);
+}
+
+Child::~Child() {
+  if (!status_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+bool Child::pump(std::chrono::milliseconds timeout) {
+  pollfd fds[2] = {{out_pipe_.get(), POLLIN, 0}, {err_pipe_.get(), POLLIN, 0}};
+  const int ready = poll(fds, 2, static_cast<int>(timeout.count()));
+  if (ready <= 0) return false;
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i].revents == 0) continue;
+    Fd& pipe = i == 0 ? out_pipe_ : err_pipe_;
+    char chunk[65536];
+    const ssize_t n = read(pipe.get(), chunk, sizeof chunk);
+    if (n > 0) {
+      (i == 0 ? out_ : err_).append(chunk, static_cast<std::size_t>(n));
+    } else {
+      pipe.reset();  // end of stream: poll ignores a negative descriptor from now on
+    }
+  }
+  return true;
+}
+
+std::optional<std::string> Child::read_line(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (const std::size_t end = out_.find('\n', out_read_); end != std::string::npos) {
+      std::string line = out_.substr(out_read_, end - out_read_);
+      out_read_ = end + 1;
+      return line;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (!out_pipe_ || left.count() <= 0 || !pump(left)) return std::nullopt;
+  }
+}
+
+std::optional<int> Child::wait_exit(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (out_pipe_ || err_pipe_) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !pump(left)) return std::nullopt;
+  }
+  int status = 0;
+  // The pipes close at exit; a child that closed them and lives on is not waited for forever.
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+    usleep(1000);
+  }
+  status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return status_;
+}
+
+void Child::send_signal(int signal) const { kill(pid_, signal); }
+
+Server::Server(const std::string& program, const std::vector<std::string>& options)
+    : Child(program, [&] {
+        std::vector<std::string> args{"127.0.0.1", "0"};
+        args.insert(args.end(), options.begin(), options.end());
+        return args;
+      }()) {
+  const std::optional<std::string> line = read_line();
+  const std::string prefix = "Listening for incoming connections at 127.0.0.1:";
+  if (!line || line->rfind(prefix, 0) != 0) {
+    throw std::runtime_error(program + " did not start: " + line.value_or("") + err());
+  }
+  port = line->substr(prefix.size());
+}
+
+Fd connect_port(const std::string& port) {
+  Fd sock = connect_to("127.0.0.1", port);
+  const timeval timeout{.tv_sec = 10, .tv_usec = 0};
+  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  return sock;
+}
+
+std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question) {
+  return recv_upto(sock, buffer, '.', question.size());
+}
+
+std::string read_until_close(int sock) {
+  std::string all;
+  char chunk[65536];
+  ssize_t n = 0;
+  while ((n = recv(sock, chunk, sizeof chunk, 0)) > 0) all.append(chunk, static_cast<size_t>(n));
+  if (n < 0) throw std::system_error(errno, std::generic_category(), "recv");
+  return all;
+}
+
+bool readable_within(int sock, std::chrono::milliseconds timeout) {
+  pollfd ready{sock, POLLIN, 0};
+  return poll(&ready, 1, static_cast<int>(timeout.count())) > 0;
+}
+
+int thread_count(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+int fd_count(pid_t pid) {
+  const std::filesystem::directory_iterator fds("/proc/" + std::to_string(pid) + "/fd");
+  return static_cast<int>(std::distance(begin(fds), end(fds)));
+}
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> result;
+  std::size_t start = 0;
+  for (std::size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+    result.push_back(text.substr(start, end - start));
+  }
+  return result;
+}

@@ -1,0 +1,277 @@
+// Unit tests of the helpers in common/: framing, recv_upto, replies, seeding, escaping,
+// addresses and the command-line parser.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <stdexcept>
+#include <thread>
+
+#include "common/cli.hpp"
+#include "common/log.hpp"
+#include "common/net.hpp"
+#include "common/protocol.hpp"
+
+namespace {
+struct SocketPair {
+  Fd a, b;
+  SocketPair() {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    a.reset(fds[0]);
+    b.reset(fds[1]);
+  }
+};
+
+std::vector<std::string> all_questions(Framer& framer) {
+  std::vector<std::string> result;
+  while (auto question = framer.next('?')) result.emplace_back(*question);
+  return result;
+}
+}  // namespace
+
+TEST(Framer, CutsSeveralQuestionsFromOneChunkAndKeepsTheRest) {
+  Framer framer(MAX_QUESTION, "question");
+  framer.append("One?Two?Thr");
+  EXPECT_EQ(all_questions(framer), (std::vector<std::string>{"One?", "Two?"}));
+  EXPECT_EQ(framer.pending(), "Thr");
+  framer.append("ee?");
+  EXPECT_EQ(all_questions(framer), (std::vector<std::string>{"Three?"}));
+  EXPECT_EQ(framer.pending(), "");
+}
+
+TEST(Framer, AcceptsExactlyTheMaximumAndRejectsOneByteMore) {
+  Framer framer(MAX_QUESTION, "question");
+  const std::string longest = std::string(MAX_QUESTION - 1, 'a') + "?";
+  framer.append(longest);
+  EXPECT_EQ(framer.next('?'), longest);
+
+  framer.append(std::string(MAX_QUESTION - 1, 'b'));
+  EXPECT_EQ(framer.next('?'), std::nullopt);  // 4095 bytes: still waiting
+  framer.append("b");
+  EXPECT_THROW(framer.next('?'), std::length_error);
+}
+
+TEST(Framer, RejectsADelimiterThatComesTooLate) {
+  Framer framer(8, "question");
+  framer.append("123456789?");
+  EXPECT_THROW(framer.next('?'), std::length_error);
+}
+
+TEST(Framer, SkipsDelimitersBeforeFrom) {
+  Framer framer(MAX_REPLY, "reply");
+  framer.append("Is 1.5 a lot? No.");
+  EXPECT_EQ(framer.next('.', std::string_view("Is 1.5 a lot?").size()), "Is 1.5 a lot? No.");
+}
+
+TEST(RecvUpto, ReassemblesAQuestionSentOneByteAtATime) {
+  SocketPair pair;
+  const std::string question = "Will I be happy tomorrow?";
+  std::thread writer([&] {
+    for (const char c : question) send_all(pair.a.get(), std::string_view(&c, 1));
+  });
+  Framer buffer(MAX_QUESTION, "question");
+  EXPECT_EQ(recv_upto(pair.b.get(), buffer, '?'), question);
+  writer.join();
+}
+
+TEST(RecvUpto, KeepsTheQuestionsThatCameInTheSameWrite) {
+  SocketPair pair;
+  send_all(pair.a.get(), "A?B?C?");
+  pair.a.reset();
+  Framer buffer(MAX_QUESTION, "question");
+  EXPECT_EQ(recv_upto(pair.b.get(), buffer, '?'), "A?");
+  EXPECT_EQ(recv_upto(pair.b.get(), buffer, '?'), "B?");
+  EXPECT_EQ(recv_upto(pair.b.get(), buffer, '?'), "C?");
+  EXPECT_EQ(recv_upto(pair.b.get(), buffer, '?'), std::nullopt);  // closed between questions
+}
+
+TEST(RecvUpto, PassesBinaryAndNulBytesThrough) {
+  SocketPair pair;
+  const std::string question("\0\x01\xff bin\n\0?", 10);
+  send_all(pair.a.get(), question);
+  Framer buffer(MAX_QUESTION, "question");
+  EXPECT_EQ(recv_upto(pair.b.get(), buffer, '?'), question);
+}
+
+TEST(RecvUpto, ReportsAPeerThatClosesMidQuestion) {
+  SocketPair pair;
+  send_all(pair.a.get(), "Will I\x1b");
+  pair.a.reset();
+  Framer buffer(MAX_QUESTION, "question");
+  try {
+    recv_upto(pair.b.get(), buffer, '?');
+    FAIL() << "no error";
+  } catch (const std::runtime_error& error) {
+    EXPECT_STREQ(error.what(), "received 'Will I\\x1b' then socket closed");
+  }
+}
+
+TEST(RecvUpto, StopsAtTheMaximumWithoutWaitingForMore) {
+  SocketPair pair;
+  send_all(pair.a.get(), std::string(MAX_QUESTION + 1, 'x'));  // and the peer stays open
+  Framer buffer(MAX_QUESTION, "question");
+  try {
+    recv_upto(pair.b.get(), buffer, '?');
+    FAIL() << "no error";
+  } catch (const std::length_error& error) {
+    EXPECT_STREQ(error.what(), "question longer than 4096 bytes");
+  }
+}
+
+TEST(MakeReply, IsTheQuestionASpaceAndAStockReply) {
+  std::mt19937 gen = make_generator(std::nullopt);
+  std::string reply;
+  make_reply("Is there true free will?", gen, reply);
+  const std::string prefix = "Is there true free will? ";
+  ASSERT_EQ(reply.rfind(prefix, 0), 0U);
+  EXPECT_NE(std::find(replies.begin(), replies.end(), reply.substr(prefix.size())), replies.end());
+}
+
+TEST(MakeReply, Seed42GivesTheGoldenSequence) {
+  // Pinned: a change to the generator or to how a reply is picked changes every transcript.
+  const std::vector<std::string> golden = {"Maybe.",       "Maybe.",     "Very likely.", "No.",
+                                           "Very likely.", "Yes.",       "Yes.",         "No.",
+                                           "Yes.",         "Not likely."};
+  std::mt19937 gen = make_generator(42);
+  std::vector<std::string> got;
+  for (int i = 0; i < 10; ++i) {
+    std::string reply;
+    make_reply("?", gen, reply);
+    got.push_back(reply.substr(2));
+  }
+  EXPECT_EQ(got, golden);
+}
+
+TEST(MakeReply, DifferentSeedsGiveDifferentSequences) {
+  std::mt19937 a = make_generator(1);
+  std::mt19937 b = make_generator(2);
+  std::string from_a;
+  std::string from_b;
+  for (int i = 0; i < 20; ++i) {
+    make_reply("?", a, from_a);
+    make_reply("?", b, from_b);
+  }
+  EXPECT_NE(from_a, from_b);
+}
+
+TEST(Escape, LeavesPrintableTextAndEscapesTheRest) {
+  EXPECT_EQ(escape("Will I be happy tomorrow?"), "Will I be happy tomorrow?");
+  EXPECT_EQ(escape(std::string("evil\x1b[2J\0", 9)), "evil\\x1b[2J\\x00");
+  EXPECT_EQ(escape("a\\b\n\x7f\xff"), "a\\\\b\\x0a\\x7f\\xff");
+}
+
+TEST(Address, PrintsIpv4AsHostColonPort) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(51234);
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  EXPECT_EQ(format_address(reinterpret_cast<sockaddr*>(&address)), "127.0.0.1:51234");
+}
+
+TEST(Address, PrintsIpv6InBrackets) {
+  sockaddr_in6 address{};
+  address.sin6_family = AF_INET6;
+  address.sin6_port = htons(1234);
+  inet_pton(AF_INET6, "::1", &address.sin6_addr);
+  EXPECT_EQ(format_address(reinterpret_cast<sockaddr*>(&address)), "[::1]:1234");
+  EXPECT_EQ(format_address("::1", "80"), "[::1]:80");
+  EXPECT_EQ(format_address("localhost", "80"), "localhost:80");
+}
+
+namespace {
+// Parses a command line as server_threads does (throwing UsageError instead of exiting).
+ServerOptions parse_server(const std::vector<std::string_view>& args) {
+  ServerOptions options{.threads = 4};
+  EXPECT_TRUE(server_arguments("server_threads", options).parse(args));
+  return options;
+}
+
+std::string usage_error(const std::vector<std::string_view>& args) {
+  try {
+    parse_server(args);
+  } catch (const UsageError& error) {
+    return error.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST(Args, DefaultsAreTheLabs) {
+  const ServerOptions options = parse_server({});
+  EXPECT_EQ(options.host, "127.0.0.1");
+  EXPECT_EQ(options.port, "1234");
+  EXPECT_EQ(options.seed, std::nullopt);
+  EXPECT_EQ(options.max_questions, 0U);
+  EXPECT_EQ(options.threads, 4U);
+}
+
+TEST(Args, TakesOptionsBeforeAndAfterHostAndPort) {
+  const ServerOptions options =
+      parse_server({"--seed", "4294967295", "::1", "--threads=8", "0", "--max-questions", "10"});
+  EXPECT_EQ(options.host, "::1");
+  EXPECT_EQ(options.port, "0");
+  EXPECT_EQ(options.seed, 4294967295U);
+  EXPECT_EQ(options.threads, 8U);
+  EXPECT_EQ(options.max_questions, 10U);
+}
+
+TEST(Args, RejectsMalformedCommandLinesWithAReason) {
+  EXPECT_EQ(usage_error({"127.0.0.1", "http"}),
+            "PORT must be a whole number from 0 to 65535, not 'http'");
+  EXPECT_EQ(usage_error({"127.0.0.1", "65536"}),
+            "PORT must be a whole number from 0 to 65535, not '65536'");
+  EXPECT_EQ(usage_error({"--verbose"}), "unknown option '--verbose'");
+  EXPECT_EQ(usage_error({"--seed"}), "--seed needs a value");
+  EXPECT_EQ(usage_error({"--max-questions", "-3"}),
+            "--max-questions must be a whole number from 0 to 4294967295, not '-3'");
+  EXPECT_EQ(usage_error({"--seed", "4294967296"}),
+            "--seed must be a whole number from 0 to 4294967295, not '4294967296'");
+  EXPECT_EQ(usage_error({"--threads", "0"}),
+            "--threads must be a whole number from 1 to 4294967295, not '0'");
+  EXPECT_EQ(usage_error({"a", "1", "b"}), "unexpected argument 'b'");
+}
+
+TEST(Args, ServersWithoutAPoolHaveNoThreadsOption) {
+  ServerOptions options;
+  EXPECT_THROW(server_arguments("server_simple", options).parse({"--threads", "4"}), UsageError);
+}
+
+TEST(Args, RequiredPositionalsAndFlags) {
+  std::string host;
+  std::string port;
+  bool cycle = false;
+  double delay = 2;
+  ArgParser parser("client_questions", "HOST PORT");
+  parser.positional("HOST", "", host, true);
+  parser.port("", port, true);
+  parser.flag("--cycle", "", cycle);
+  parser.option("--delay", "", delay);
+  EXPECT_THROW(parser.parse({"localhost"}), UsageError);
+  EXPECT_THROW(parser.parse({"localhost", "1", "--cycle=yes"}), UsageError);
+  EXPECT_TRUE(parser.parse({"--cycle", "localhost", "1", "--delay", "0.05"}));
+  EXPECT_EQ(host, "localhost");
+  EXPECT_TRUE(cycle);
+  EXPECT_DOUBLE_EQ(delay, 0.05);
+  EXPECT_FALSE(parser.parse({"localhost", "--help"}));
+}
+
+TEST(Args, SecondsAreFiniteAndNotNegative) {
+  EXPECT_DOUBLE_EQ(parse_seconds("3", "--delay"), 3.0);
+  EXPECT_DOUBLE_EQ(parse_seconds("0", "--delay"), 0.0);
+  EXPECT_THROW(parse_seconds("-1", "--delay"), UsageError);
+  EXPECT_THROW(parse_seconds("soon", "--delay"), UsageError);
+  EXPECT_THROW(parse_seconds("inf", "--delay"), UsageError);
+  EXPECT_THROW(parse_seconds("1s", "--delay"), UsageError);
+}
+
+TEST(Args, UsageListsEveryOption) {
+  ServerOptions options{.threads = 4};
+  const std::string usage = server_arguments("server_threads", options).usage();
+  EXPECT_EQ(usage.rfind("usage: server_threads [HOST [PORT]] [--seed N]", 0), 0U) << usage;
+  for (const char* name :
+       {"HOST", "PORT", "--seed N", "--max-questions N", "--threads N", "--help"}) {
+    EXPECT_NE(usage.find(name), std::string::npos) << name;
+  }
+}
