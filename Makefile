@@ -9,7 +9,7 @@ BUILD := build
 BIN := bin
 
 # Adding a program: put its main.cpp in NAME/ and add NAME here.
-PROGRAMS := server_simple server_threads client_questions
+PROGRAMS := server_simple server_threads server_epoll client_questions
 PROGRAM_BINS := $(PROGRAMS:%=$(BIN)/%)
 
 COMMON_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard common/*.cpp))

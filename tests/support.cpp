@@ -127,12 +127,23 @@ std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view
   return recv_upto(sock, buffer, '.', question.size());
 }
 
+std::string ask(int sock, Framer& buffer, std::string_view question) {
+  send_all(sock, question);
+  return read_reply(sock, buffer, question).value_or("<closed>");
+}
+
+bool starts_with(const std::optional<std::string>& line, std::string_view prefix) {
+  return line && line->rfind(prefix, 0) == 0;
+}
+
 std::string read_until_close(int sock) {
   std::string all;
   char chunk[65536];
   ssize_t n = 0;
   while ((n = recv(sock, chunk, sizeof chunk, 0)) > 0) all.append(chunk, static_cast<size_t>(n));
-  if (n < 0) throw std::system_error(errno, std::generic_category(), "recv");
+  // A server that closes with our bytes still unread makes its kernel send a reset instead of
+  // an end of stream; the bytes it sent before are still delivered first.
+  if (n < 0 && errno != ECONNRESET) throw std::system_error(errno, std::generic_category(), "recv");
   return all;
 }
 
@@ -152,6 +163,16 @@ int thread_count(pid_t pid) {
 int fd_count(pid_t pid) {
   const std::filesystem::directory_iterator fds("/proc/" + std::to_string(pid) + "/fd");
   return static_cast<int>(std::distance(begin(fds), end(fds)));
+}
+
+int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int count = fd_count(pid);
+  while (count != expected && std::chrono::steady_clock::now() < deadline) {
+    usleep(1000);
+    count = fd_count(pid);
+  }
+  return count;
 }
 
 std::vector<std::string> lines(const std::string& text) {

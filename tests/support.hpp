@@ -55,12 +55,19 @@ class Server : public Child {
 Fd connect_port(const std::string& port);
 // Replies to `question`, read as the client reads them.
 std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question);
-// Everything the peer sends until it closes.
+// Sends `question` and returns the reply read as the client reads it, or "<closed>".
+std::string ask(int sock, Framer& buffer, std::string_view question);
+bool starts_with(const std::optional<std::string>& line, std::string_view prefix);
+// Everything the peer sends until it closes (an end of stream or a reset).
 std::string read_until_close(int sock);
 // Whether `sock` has something to read (data or end of stream) within the timeout.
 bool readable_within(int sock, std::chrono::milliseconds timeout);
 // /proc/PID/status and /proc/PID/fd of a child.
 int thread_count(pid_t pid);
 int fd_count(pid_t pid);
+// The child's descriptor count once it reaches `expected`, or what it is after the timeout. A
+// server logs a connection's end just before it closes the descriptor, so no printed line marks
+// the close itself: this is the one place a test waits on a condition rather than on output.
+int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout = 2s);
 // Lines of text, without their '\n'.
 std::vector<std::string> lines(const std::string& text);

@@ -1,0 +1,129 @@
+// The lab's lesson, as tests: how many clients each pattern serves at once, and what the
+// asynchronous server does that the others do not need to (partial writes, back-pressure).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include "common/net.hpp"
+#include "tests/support.hpp"
+
+namespace {
+// Connections that have each asked a question and got the answer, and stay connected.
+std::vector<Fd> held_clients(const std::string& port, int count) {
+  std::vector<Fd> held;
+  for (int i = 0; i < count; ++i) {
+    held.push_back(connect_port(port));
+    Framer buffer(MAX_REPLY, "reply");
+    EXPECT_NE(ask(held.back().get(), buffer, "Held?"), "<closed>") << "client " << i;
+  }
+  return held;
+}
+}  // namespace
+
+TEST(ServerSimple, ServesTheSecondClientOnlyWhenTheFirstLeaves) {
+  Server server("server_simple");
+  std::vector<Fd> first = held_clients(server.port, 1);
+  const Fd second = connect_port(server.port);  // lands in the backlog
+  send_all(second.get(), "Second?");
+  EXPECT_FALSE(readable_within(second.get(), 300ms));  // the first client still holds the server
+  first.clear();
+  Framer buffer(MAX_REPLY, "reply");
+  EXPECT_TRUE(starts_with(read_reply(second.get(), buffer, "Second?"), "Second? "));
+}
+
+TEST(ServerThreads, FourThreadsServeFourClientsAndTheFifthWaits) {
+  Server server("server_threads", {"--threads", "4"});
+  std::vector<Fd> held = held_clients(server.port, 4);
+  EXPECT_EQ(thread_count(server.pid()), 5);  // main and the four in the pool
+  const Fd fifth = connect_port(server.port);
+  send_all(fifth.get(), "Fifth?");
+  EXPECT_FALSE(readable_within(fifth.get(), 300ms));
+  held.pop_back();  // one of the four leaves: its thread takes the fifth
+  Framer buffer(MAX_REPLY, "reply");
+  EXPECT_TRUE(starts_with(read_reply(fifth.get(), buffer, "Fifth?"), "Fifth? "));
+  EXPECT_EQ(thread_count(server.pid()), 5);
+}
+
+TEST(ServerThreads, SixtyFourThreadsServeSixtyFourClientsAtOnce) {
+  Server server("server_threads", {"--threads", "64"});
+  const std::vector<Fd> held = held_clients(server.port, 64);
+  EXPECT_EQ(thread_count(server.pid()), 65);
+}
+
+TEST(ServerEpoll, OneThreadServesAThousandClientsAtOnce) {
+  raise_fd_limit();
+  Server server("server_epoll");
+  std::vector<Fd> clients;
+  for (int i = 0; i < 1000; ++i) {
+    clients.push_back(connect_port(server.port));
+    send_all(clients.back().get(), "Q" + std::to_string(i) + "?");
+  }
+  for (int i = 0; i < 1000; ++i) {
+    Framer buffer(MAX_REPLY, "reply");
+    const std::string question = "Q" + std::to_string(i) + "?";
+    ASSERT_TRUE(starts_with(read_reply(clients[i].get(), buffer, question), question + " "));
+  }
+  EXPECT_EQ(thread_count(server.pid()), 1);
+}
+
+TEST(ServerEpoll, TheLabsLimitAnswersTenOfFifteenPipelinedQuestionsInOrder) {
+  Server server("server_epoll", {"--seed", "42"});
+  const Fd sock = connect_port(server.port);
+  std::string pipelined;
+  for (int i = 1; i <= 15; ++i) pipelined += std::to_string(i) + "?";
+  send_all(sock.get(), pipelined);
+  const std::string replies = read_until_close(sock.get());
+  EXPECT_EQ(replies.rfind("1? Maybe.2? Maybe.3? Very likely.", 0), 0U) << replies;
+  EXPECT_NE(replies.find("10? "), std::string::npos) << replies;
+  EXPECT_EQ(replies.find("11?"), std::string::npos) << replies;
+  EXPECT_TRUE(starts_with(server.read_line(), "Accepted connection from"));
+  const std::optional<std::string> closing = server.read_line();
+  EXPECT_NE(closing.value_or("").find(" after 10 questions"), std::string::npos);
+}
+
+TEST(ServerEpoll, MaxQuestionsZeroMeansNoLimit) {
+  Server server("server_epoll", {"--max-questions", "0"});
+  const Fd sock = connect_port(server.port);
+  Framer buffer(MAX_REPLY, "reply");
+  for (int i = 0; i < 25; ++i) ASSERT_NE(ask(sock.get(), buffer, "More?"), "<closed>") << i;
+}
+
+TEST(ServerEpoll, AClientThatSendsWithoutReadingDelaysNoOther) {
+  Server server("server_epoll", {"--max-questions", "0"});
+  const Fd flooder = connect_port(server.port);
+  fcntl(flooder.get(), F_SETFL, O_NONBLOCK);
+  const std::string chunk(64 * 1024, '?');
+  std::size_t flooded = 0;
+  while (send(flooder.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL) > 0) flooded += chunk.size();
+  EXPECT_GT(flooded, 0U);  // the server read until its unsent replies passed 64 KiB, then stopped
+  const Fd other = connect_port(server.port);
+  Framer buffer(MAX_REPLY, "reply");
+  EXPECT_TRUE(starts_with(ask(other.get(), buffer, "Still there?"), "Still there? "));
+}
+
+TEST(ServerEpoll, ASlowReaderWithATinyBufferGetsEveryReplyByteExact) {
+  Server server("server_epoll", {"--max-questions", "0", "--seed", "42"});
+  Fd sock(socket(AF_INET, SOCK_STREAM, 0));
+  const int tiny = 2048;
+  setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &tiny, sizeof tiny);
+  sock = connect_port(server.port);
+  setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &tiny, sizeof tiny);
+  std::string all_questions;
+  for (int i = 0; i < 3000; ++i) all_questions += "Question number " + std::to_string(i) + "?";
+  std::thread sender([&] { send_all(sock.get(), all_questions); });
+  std::mt19937 gen = make_generator(42);  // what the server's replies must be
+  std::string expected;
+  for (int i = 0; i < 3000; ++i) {
+    make_reply("Question number " + std::to_string(i) + "?", gen, expected);
+  }
+  std::string got;
+  char chunk[512];
+  while (got.size() < expected.size()) {
+    const ssize_t n = recv(sock.get(), chunk, sizeof chunk, 0);
+    ASSERT_GT(n, 0) << "after " << got.size() << " bytes";
+    got.append(chunk, static_cast<std::size_t>(n));
+    std::this_thread::sleep_for(50us);  // a slow reader: the server's sends come up short
+  }
+  sender.join();
+  EXPECT_EQ(got, expected);
+}
