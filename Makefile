@@ -9,7 +9,7 @@ BUILD := build
 BIN := bin
 
 # Adding a program: put its main.cpp in NAME/ and add NAME here.
-PROGRAMS := server_simple server_threads server_epoll client_questions
+PROGRAMS := server_simple server_threads server_epoll client_questions async_sync
 PROGRAM_BINS := $(PROGRAMS:%=$(BIN)/%)
 
 COMMON_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard common/*.cpp))
@@ -58,6 +58,11 @@ run-threads: $(BIN)/server_threads $(BIN)/client_questions
 
 run-async: $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_epoll "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+# DELAY is passed on only when given: async_sync's own default is the lab's 3 s.
+run-async-sync: $(BIN)/async_sync
+	$(BIN)/async_sync sync $(if $(filter command line,$(origin DELAY)),--delay $(DELAY))
+	$(BIN)/async_sync async $(if $(filter command line,$(origin DELAY)),--delay $(DELAY))
 
 SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp bench/*.cpp)
 

@@ -46,6 +46,19 @@ void ArgParser::positional(std::string_view name, std::string_view help, std::st
   if (required) required_ = positionals_.size();
 }
 
+void ArgParser::choice(std::string_view name, std::string_view help, std::string& value,
+                       std::vector<std::string> choices) {
+  positional(name, help, value, true);
+  positionals_.back().set = [&value, choices = std::move(choices),
+                             what = std::string(name)](std::string_view text) {
+    if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
+      throw UsageError(what + " must be " + choices[0] + " or " + choices[1] + ", not " +
+                       quoted(text));
+    }
+    value = text;
+  };
+}
+
 void ArgParser::port(std::string_view help, std::string& value, bool required) {
   positional("PORT", help, value, required);
   positionals_.back().set = [&value](std::string_view text) {

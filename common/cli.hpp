@@ -21,6 +21,9 @@ class ArgParser {
 
   void positional(std::string_view name, std::string_view help, std::string& value,
                   bool required = false);
+  // A required positional that must be one of `choices`.
+  void choice(std::string_view name, std::string_view help, std::string& value,
+              std::vector<std::string> choices);
   // The positional PORT: a number from 0 to 65535.
   void port(std::string_view help, std::string& value, bool required = false);
   void flag(std::string_view name, std::string_view help, bool& value);

@@ -261,7 +261,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(Help, PrintsTheUsageAndExitsZero) {
   for (const char* program :
-       {"server_simple", "server_threads", "server_epoll", "client_questions"}) {
+       {"server_simple", "server_threads", "server_epoll", "client_questions", "async_sync"}) {
     Child child(program, {"--help"});
     EXPECT_EQ(child.wait_exit(), 0);
     EXPECT_TRUE(starts_with(child.out(), std::string("usage: ") + program)) << child.out();
