@@ -69,7 +69,7 @@ SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp bench/*.cpp)
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
-	clang-tidy --quiet $(filter %.cpp,$(SOURCES)) -- $(CPPFLAGS) -std=c++20
+	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"'
 
 format:
 	clang-format -i $(SOURCES)

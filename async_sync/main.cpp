@@ -62,6 +62,7 @@ void async_main(double delay, unsigned clients) {
   const Fd epoll(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll) throw errno_error("epoll_create1");
   std::vector<Fd> timers;  // timers[k - 1] is client k's conversation
+  timers.reserve(clients);
   for (unsigned k = 1; k <= clients; ++k) {
     timers.push_back(start_timer(delay));
     epoll_event event{.events = EPOLLIN, .data = {.u32 = k}};
@@ -75,6 +76,7 @@ void async_main(double delay, unsigned clients) {
     const int count = epoll_wait(epoll.get(), ready.data(), ready.size(), -1);
     if (count < 0 && errno != EINTR) throw errno_error("epoll_wait");
     std::vector<unsigned> fired;
+    fired.reserve(static_cast<std::size_t>(std::max(count, 0)));
     for (int i = 0; i < count; ++i) fired.push_back(ready[i].data.u32);
     std::sort(fired.begin(), fired.end());  // timers that fire together finish in client order
     for (const unsigned k : fired) {

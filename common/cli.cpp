@@ -170,7 +170,7 @@ ArgParser server_arguments(std::string_view program, ServerOptions& options) {
 }
 
 ServerOptions parse_server_options(int argc, char* argv[], std::string_view program,
-                                   ServerOptions defaults) {
+                                   const ServerOptions& defaults) {
   ServerOptions options = defaults;
   server_arguments(program, options).parse_or_exit(argc, argv);
   return options;

@@ -73,4 +73,4 @@ ArgParser server_arguments(std::string_view program, ServerOptions& options);
 
 // What a server's main calls: the options, or exit 0 (--help) or 2 (usage error).
 ServerOptions parse_server_options(int argc, char* argv[], std::string_view program,
-                                   ServerOptions defaults);
+                                   const ServerOptions& defaults);

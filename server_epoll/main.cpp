@@ -27,7 +27,7 @@
 namespace {
 // Back-pressure: a client whose replies pile up unsent past this is not read from until they
 // drain, so a client that never reads cannot grow the server's memory.
-constexpr std::size_t MAX_UNSENT = 64 * 1024;
+constexpr std::size_t MAX_UNSENT = std::size_t{64} * 1024;
 
 // Every handler returns what its connection wants next. The loop asks epoll for that and calls
 // epoll_ctl only when it differs from what epoll already watches, so a steady exchange costs
@@ -162,7 +162,7 @@ int main(int argc, char* argv[]) try {
 
   std::unordered_map<int, Connection> connections;  // the lab's "dictionary of file handles"
   std::array<epoll_event, 256> ready{};
-  std::array<char, 16 * 1024> buffer{};  // every recv lands here first
+  std::array<char, std::size_t{16} * 1024> buffer{};  // every recv lands here first
   bool accepting = true;
   while (true) {
     // Out of descriptors, the loop wakes every 100 ms to try accepting again, instead of spinning.

@@ -92,7 +92,7 @@ TEST(ServerEpoll, AClientThatSendsWithoutReadingDelaysNoOther) {
   Server server("server_epoll", {"--max-questions", "0"});
   const Fd flooder = connect_port(server.port);
   fcntl(flooder.get(), F_SETFL, O_NONBLOCK);
-  const std::string chunk(64 * 1024, '?');
+  const std::string chunk(std::size_t{64} * 1024, '?');
   std::size_t flooded = 0;
   while (send(flooder.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL) > 0) flooded += chunk.size();
   EXPECT_GT(flooded, 0U);  // the server read until its unsent replies passed 64 KiB, then stopped
