@@ -8,6 +8,20 @@ LDFLAGS += -pthread
 BUILD := build
 BIN := bin
 
+# make test SANITIZE=address,undefined (or thread): everything, servers included, built with the
+# sanitizers into a directory of its own; any report fails the run.
+SANITIZE ?=
+ifneq ($(SANITIZE),)
+comma := ,
+BUILD := build/sanitize-$(subst $(comma),-,$(SANITIZE))
+BIN := $(BUILD)/bin
+CXXFLAGS += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+export ASAN_OPTIONS := detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS := halt_on_error=1:second_deadlock_stack=1
+endif
+
 # Adding a program: put its main.cpp in NAME/ and add NAME here.
 PROGRAMS := server_simple server_threads server_epoll client_questions async_sync
 PROGRAM_BINS := $(PROGRAMS:%=$(BIN)/%)

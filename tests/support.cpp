@@ -1,6 +1,7 @@
 #include "tests/support.hpp"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -9,6 +10,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <system_error>
 
@@ -22,7 +24,7 @@ std::pair<Fd, Fd> make_pipe() {
 }
 }  // namespace
 
-Child::Child(const std::string& program, const std::vector<std::string>& args) {
+Child::Child(const std::string& program, const std::vector<std::string>& args, rlim_t max_files) {
   const std::string path = std::string(BIN_DIR) + "/" + program;
   std::vector<std::string> argv_strings{path};
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
@@ -30,6 +32,7 @@ Child::Child(const std::string& program, const std::vector<std::string>& args) {
   argv.reserve(argv_strings.size() + 1);
   for (std::string& arg : argv_strings) argv.push_back(arg.data());
   argv.push_back(nullptr);
+  const rlimit limit{max_files, max_files};
 
   auto [out_read, out_write] = make_pipe();
   auto [err_read, err_write] = make_pipe();
@@ -38,11 +41,11 @@ Child::Child(const std::string& program, const std::vector<std::string>& args) {
   if (pid_ == 0) {  // only async-signal-safe calls between fork and exec
     dup2(out_write.get(), STDOUT_FILENO);
     dup2(err_write.get(), STDERR_FILENO);
+    if (max_files != 0) setrlimit(RLIMIT_NOFILE, &limit);
     execv(path.c_str(), argv.data());
     _exit(127);
   }
-  out_pipe_ = std::move(out_read);
-  err_pipe_ = std::move(err_read);
+  reader_ = std::jthread(&Child::drain_pipes, this, std::move(out_read), std::move(err_read));
 }
 
 Child::~Child() {
@@ -52,47 +55,52 @@ Child::~Child() {
   }
 }
 
-bool Child::pump(std::chrono::milliseconds timeout) {
-  pollfd fds[2] = {{out_pipe_.get(), POLLIN, 0}, {err_pipe_.get(), POLLIN, 0}};
-  const int ready = poll(fds, 2, static_cast<int>(timeout.count()));
-  if (ready <= 0) return false;
-  for (int i = 0; i < 2; ++i) {
-    if (fds[i].revents == 0) continue;
-    Fd& pipe = i == 0 ? out_pipe_ : err_pipe_;
-    char chunk[65536];
-    const ssize_t n = read(pipe.get(), chunk, sizeof chunk);
-    if (n > 0) {
-      (i == 0 ? out_ : err_).append(chunk, static_cast<std::size_t>(n));
-    } else {
-      pipe.reset();  // end of stream: poll ignores a negative descriptor from now on
+void Child::drain_pipes(Fd out, Fd err) {
+  while (out || err) {
+    pollfd fds[2] = {{out.get(), POLLIN, 0}, {err.get(), POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].revents == 0) continue;
+      Fd& pipe = i == 0 ? out : err;
+      char chunk[65536];
+      const ssize_t n = read(pipe.get(), chunk, sizeof chunk);
+      const std::scoped_lock lock(mutex_);
+      if (n > 0) {
+        (i == 0 ? out_ : err_).append(chunk, static_cast<std::size_t>(n));
+      } else {
+        pipe.reset();  // end of stream: poll ignores a negative descriptor from now on
+      }
+      changed_.notify_all();
     }
   }
-  return true;
+  const std::scoped_lock lock(mutex_);
+  pipes_closed_ = true;
+  changed_.notify_all();
 }
 
 std::optional<std::string> Child::read_line(std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (const std::size_t end = out_.find('\n', out_read_); end != std::string::npos) {
-      std::string line = out_.substr(out_read_, end - out_read_);
-      out_read_ = end + 1;
-      return line;
-    }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (!out_pipe_ || left.count() <= 0 || !pump(left)) return std::nullopt;
-  }
+  std::unique_lock lock(mutex_);
+  std::size_t end = std::string::npos;
+  changed_.wait_for(lock, timeout, [&] {
+    end = out_.find('\n', out_read_);
+    return end != std::string::npos || pipes_closed_;
+  });
+  if (end == std::string::npos) return std::nullopt;
+  std::string line = out_.substr(out_read_, end - out_read_);
+  out_read_ = end + 1;
+  return line;
 }
 
 std::optional<int> Child::wait_exit(std::chrono::milliseconds timeout) {
+  if (status_) return status_;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (out_pipe_ || err_pipe_) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0 || !pump(left)) return std::nullopt;
+  {
+    // The pipes close when the child exits (its output is all read by then).
+    std::unique_lock lock(mutex_);
+    if (!changed_.wait_until(lock, deadline, [&] { return pipes_closed_; })) return std::nullopt;
   }
   int status = 0;
-  // The pipes close at exit; a child that closed them and lives on is not waited for forever.
+  // A child that closed its pipes and lives on is not waited for forever either.
   while (waitpid(pid_, &status, WNOHANG) == 0) {
     if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
     usleep(1000);
@@ -103,18 +111,41 @@ std::optional<int> Child::wait_exit(std::chrono::milliseconds timeout) {
 
 void Child::send_signal(int signal) const { kill(pid_, signal); }
 
-Server::Server(const std::string& program, const std::vector<std::string>& options)
-    : Child(program, [&] {
-        std::vector<std::string> args{"127.0.0.1", "0"};
-        args.insert(args.end(), options.begin(), options.end());
-        return args;
-      }()) {
+std::string Child::out() const {
+  const std::scoped_lock lock(mutex_);
+  return out_;
+}
+
+std::string Child::err() const {
+  const std::scoped_lock lock(mutex_);
+  return err_;
+}
+
+Server::Server(const std::string& program, const std::vector<std::string>& options,
+               rlim_t max_files)
+    : Child(
+          program,
+          [&] {
+            std::vector<std::string> args{"127.0.0.1", "0"};
+            args.insert(args.end(), options.begin(), options.end());
+            return args;
+          }(),
+          max_files),
+      program(program) {
   const std::optional<std::string> line = read_line();
   const std::string prefix = "Listening for incoming connections at 127.0.0.1:";
   if (!line || line->rfind(prefix, 0) != 0) {
     throw std::runtime_error(program + " did not start: " + line.value_or("") + err());
   }
   port = line->substr(prefix.size());
+}
+
+Server::~Server() {
+  if (exited()) return;
+  send_signal(SIGTERM);
+  const std::optional<int> code = wait_exit();
+  EXPECT_EQ(code, 0) << program << " did not shut down cleanly on SIGTERM";
+  EXPECT_EQ(err(), "") << program << " wrote to stderr";
 }
 
 Fd connect_port(const std::string& port) {
@@ -159,6 +190,26 @@ int thread_count(pid_t pid) {
     if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
   }
   return -1;
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::istringstream fields(text.substr(text.rfind(')') + 2));  // the name may hold spaces
+  std::string field;
+  for (int i = 3; i < 14; ++i) fields >> field;  // fields 3 to 13
+  long user = 0;
+  long system = 0;
+  fields >> user >> system;  // fields 14 and 15, in clock ticks
+  return static_cast<double>(user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 int fd_count(pid_t pid) {

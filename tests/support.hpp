@@ -1,10 +1,14 @@
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/fd.hpp"
@@ -12,12 +16,23 @@
 
 using namespace std::chrono_literals;
 
-// A program from bin/ run as a child process with its stdout and stderr on pipes. Every read
-// waits with a timeout, and the destructor kills and reaps the child: a test can fail, but it
-// cannot hang or leave a process behind.
+// ThreadSanitizer starts a thread of its own in every program that starts a second thread.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr int sanitizer_threads = 1;
+#elif defined(__has_feature)
+inline constexpr int sanitizer_threads = __has_feature(thread_sanitizer) ? 1 : 0;
+#else
+inline constexpr int sanitizer_threads = 0;
+#endif
+
+// A program from bin/ run as a child process with its stdout and stderr on pipes, which a
+// thread drains as the child writes (a chatty child never blocks on a full pipe). Every wait
+// has a timeout, and the destructor kills and reaps the child: a test can fail, but it cannot
+// hang or leave a process behind.
 class Child {
  public:
-  Child(const std::string& program, const std::vector<std::string>& args);
+  // `max_files`: the child's open-file limit, soft and hard (0: inherit the test's).
+  Child(const std::string& program, const std::vector<std::string>& args, rlim_t max_files = 0);
   virtual ~Child();
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
@@ -25,29 +40,39 @@ class Child {
   // The next line of stdout, without its '\n'; nullopt if none came within the timeout or the
   // child closed its stdout.
   std::optional<std::string> read_line(std::chrono::milliseconds timeout = 10s);
-  // Reads until the child exits; its exit code, or nullopt (and the child killed) on timeout.
+  // Waits for the child to exit: its exit code (128 + N for signal N), or nullopt on timeout.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout = 10s);
   void send_signal(int signal) const;
 
   [[nodiscard]] pid_t pid() const { return pid_; }
-  [[nodiscard]] const std::string& out() const { return out_; }  // all of stdout so far
-  [[nodiscard]] const std::string& err() const { return err_; }  // all of stderr so far
+  [[nodiscard]] bool exited() const { return status_.has_value(); }
+  [[nodiscard]] std::string out() const;  // all of stdout so far
+  [[nodiscard]] std::string err() const;  // all of stderr so far
 
  private:
-  bool pump(std::chrono::milliseconds timeout);  // reads what is there; false on timeout
+  void drain_pipes(Fd out, Fd err);  // the reader thread
   pid_t pid_ = -1;
-  Fd out_pipe_;
-  Fd err_pipe_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
   std::string out_;
   std::string err_;
+  bool pipes_closed_ = false;
   std::size_t out_read_ = 0;  // how much of out_ read_line has returned
   std::optional<int> status_;
+  std::jthread reader_;  // declared last: destroyed (joined) first
 };
 
-// A server from bin/ listening on 127.0.0.1 and a port the kernel chose (port 0).
+// A server from bin/ listening on 127.0.0.1 and a port the kernel chose (port 0). Unless the
+// test ended it, the destructor stops it with SIGTERM and checks that it shut down cleanly:
+// exit code 0, nothing on stderr (where sanitizers report). Every test checks that much.
 class Server : public Child {
  public:
-  Server(const std::string& program, const std::vector<std::string>& options = {});
+  Server(const std::string& program, const std::vector<std::string>& options = {},
+         rlim_t max_files = 0);
+  ~Server() override;
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  std::string program;
   std::string port;
 };
 
@@ -64,6 +89,8 @@ std::string read_until_close(int sock);
 bool readable_within(int sock, std::chrono::milliseconds timeout);
 // /proc/PID/status and /proc/PID/fd of a child.
 int thread_count(pid_t pid);
+long rss_kib(pid_t pid);        // VmRSS
+double cpu_seconds(pid_t pid);  // user + system time so far
 int fd_count(pid_t pid);
 // The child's descriptor count once it reaches `expected`, or what it is after the timeout. A
 // server logs a connection's end just before it closes the descriptor, so no printed line marks
