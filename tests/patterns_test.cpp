@@ -1,6 +1,5 @@
 // The lab's lesson, as tests: how many clients each pattern serves at once, and what the
 // asynchronous server does that the others do not need to (partial writes, back-pressure).
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -91,11 +90,7 @@ TEST(ServerEpoll, MaxQuestionsZeroMeansNoLimit) {
 TEST(ServerEpoll, AClientThatSendsWithoutReadingDelaysNoOther) {
   Server server("server_epoll", {"--max-questions", "0"});
   const Fd flooder = connect_port(server.port);
-  fcntl(flooder.get(), F_SETFL, O_NONBLOCK);
-  const std::string chunk(std::size_t{64} * 1024, '?');
-  std::size_t flooded = 0;
-  while (send(flooder.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL) > 0) flooded += chunk.size();
-  EXPECT_GT(flooded, 0U);  // the server read until its unsent replies passed 64 KiB, then stopped
+  flood(flooder.get(), '?', std::size_t{4} * 1024 * 1024);
   const Fd other = connect_port(server.port);
   Framer buffer(MAX_REPLY, "reply");
   EXPECT_TRUE(starts_with(ask(other.get(), buffer, "Still there?"), "Still there? "));
@@ -126,4 +121,55 @@ TEST(ServerEpoll, ASlowReaderWithATinyBufferGetsEveryReplyByteExact) {
   }
   sender.join();
   EXPECT_EQ(got, expected);
+}
+
+TEST(ServerThreads, FourIdleClientsBlockAPoolOfFour) {
+  Server server("server_threads", {"--threads", "4"});
+  std::vector<Fd> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(connect_port(server.port));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(starts_with(server.read_line(), "Accepted connection"));
+  const Fd fifth = connect_port(server.port);
+  send_all(fifth.get(), "Anyone?");
+  EXPECT_FALSE(readable_within(fifth.get(), 300ms));  // the lab's denial of service
+  idle.clear();
+  Framer buffer(MAX_REPLY, "reply");
+  EXPECT_TRUE(starts_with(read_reply(fifth.get(), buffer, "Anyone?"), "Anyone? "));
+}
+
+TEST(ServerEpoll, AThousandIdleClientsBlockNobody) {
+  raise_fd_limit();
+  Server server("server_epoll");
+  std::vector<Fd> idle;
+  for (int i = 0; i < 1000; ++i) idle.push_back(connect_port(server.port));
+  const Fd asker = connect_port(server.port);
+  Framer buffer(MAX_REPLY, "reply");
+  EXPECT_TRUE(starts_with(ask(asker.get(), buffer, "Anyone?"), "Anyone? "));
+}
+
+TEST(ServerEpoll, FiveHundredHalfSentQuestionsDelayNoRealClient) {
+  Server server("server_epoll");
+  std::vector<Fd> slow;  // slowloris: each sends part of a question and stalls
+  for (int i = 0; i < 500; ++i) {
+    slow.push_back(connect_port(server.port));
+    send_all(slow.back().get(), "Will I be hap");
+  }
+  Child client("client_questions", {"127.0.0.1", server.port});
+  EXPECT_EQ(client.wait_exit(), 0);
+  EXPECT_EQ(lines(client.out()).size(), 3U);
+}
+
+TEST(ServerEpoll, AClientThatNeverReadsLeavesTheServersMemoryBounded) {
+  Server server("server_epoll", {"--max-questions", "0"});
+  const long before = rss_kib(server.pid());
+  std::vector<Fd> flooders;
+  for (int i = 0; i < 8; ++i) {
+    flooders.push_back(connect_port(server.port));
+    // Each question is one byte and its reply 15: unread, 4 MB of questions would pile up as
+    // 60 MB of replies. With back-pressure the server stops reading long before.
+    flood(flooders.back().get(), '?', std::size_t{4} * 1024 * 1024);
+  }
+  EXPECT_LT(rss_kib(server.pid()) - before, 8 * 1024) << "KiB more for 8 clients that never read";
+  const Fd other = connect_port(server.port);
+  Framer buffer(MAX_REPLY, "reply");
+  EXPECT_TRUE(starts_with(ask(other.get(), buffer, "And me?"), "And me? "));
 }

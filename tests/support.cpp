@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -168,6 +169,24 @@ bool starts_with(const std::optional<std::string>& line, std::string_view prefix
   return line && line->rfind(prefix, 0) == 0;
 }
 
+std::size_t flood(int sock, char byte, std::size_t limit) {
+  const int flags = fcntl(sock, F_GETFL);
+  fcntl(sock, F_SETFL, flags | O_NONBLOCK);
+  const std::string chunk(std::size_t{64} * 1024, byte);
+  std::size_t sent = 0;
+  while (sent < limit) {
+    const ssize_t n = send(sock, chunk.data(), std::min(chunk.size(), limit - sent), MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    pollfd writable{sock, POLLOUT, 0};
+    if (n == 0 || errno != EAGAIN || poll(&writable, 1, 200) <= 0) break;
+  }
+  fcntl(sock, F_SETFL, flags);
+  return sent;
+}
+
 std::string read_until_close(int sock) {
   std::string all;
   char chunk[65536];
@@ -192,13 +211,18 @@ int thread_count(pid_t pid) {
   return -1;
 }
 
-long rss_kib(pid_t pid) {
+namespace {
+long status_field(pid_t pid, const std::string& name) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    if (line.rfind(name, 0) == 0) return std::stol(line.substr(name.size()));
   }
   return -1;
 }
+}  // namespace
+
+long rss_kib(pid_t pid) { return status_field(pid, "VmRSS:"); }
+long peak_rss_kib(pid_t pid) { return status_field(pid, "VmHWM:"); }
 
 double cpu_seconds(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

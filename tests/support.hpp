@@ -83,6 +83,9 @@ std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view
 // Sends `question` and returns the reply read as the client reads it, or "<closed>".
 std::string ask(int sock, Framer& buffer, std::string_view question);
 bool starts_with(const std::optional<std::string>& line, std::string_view prefix);
+// Sends `byte` over and over without blocking, until `limit` bytes are out or the peer has taken
+// nothing for 200 ms (it has stopped reading). Returns how many bytes went out.
+std::size_t flood(int sock, char byte, std::size_t limit);
 // Everything the peer sends until it closes (an end of stream or a reset).
 std::string read_until_close(int sock);
 // Whether `sock` has something to read (data or end of stream) within the timeout.
@@ -90,6 +93,7 @@ bool readable_within(int sock, std::chrono::milliseconds timeout);
 // /proc/PID/status and /proc/PID/fd of a child.
 int thread_count(pid_t pid);
 long rss_kib(pid_t pid);        // VmRSS
+long peak_rss_kib(pid_t pid);   // VmHWM
 double cpu_seconds(pid_t pid);  // user + system time so far
 int fd_count(pid_t pid);
 // The child's descriptor count once it reaches `expected`, or what it is after the timeout. A
