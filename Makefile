@@ -1,4 +1,5 @@
 # Sphinx servers: build, run, test. `make help` lists the targets.
+SHELL := bash
 CXX ?= g++
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wpedantic $(WERROR)
@@ -39,7 +40,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test clean lint format help run-simple run-threads run-async run-async-sync
+.PHONY: all test fuzz clean lint format help run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS)
@@ -73,12 +74,31 @@ run-threads: $(BIN)/server_threads $(BIN)/client_questions
 run-async: $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_epoll "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
 
+# libFuzzer targets (clang only): the framer and the command-line parser. New inputs found go to
+# build/fuzz/corpus-NAME; the seeds are in tests/fuzz/corpus/NAME.
+FUZZ_SECONDS ?= 10
+FUZZ_CXX ?= clang++
+FUZZERS := framer args
+
+fuzz: $(FUZZERS:%=$(BUILD)/fuzz/%_fuzz)
+	@for f in $(FUZZERS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$f; \
+	  echo "fuzzing $$f for $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/$${f}_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    $(BUILD)/fuzz/corpus-$$f tests/fuzz/corpus/$$f 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" ; \
+	  [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
+	done
+
+$(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.cpp common/cli.cpp common/protocol.cpp common/log.cpp
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@
+
 # DELAY is passed on only when given: async_sync's own default is the lab's 3 s.
 run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(filter command line,$(origin DELAY)),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(filter command line,$(origin DELAY)),--delay $(DELAY))
 
-SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp bench/*.cpp)
+SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp)
 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
