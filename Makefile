@@ -43,7 +43,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test fuzz clean lint format help run-simple run-threads run-async run-async-sync
+.PHONY: all test fuzz bench clean lint format help run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS)
@@ -80,6 +80,10 @@ run-threads: $(BIN)/server_threads $(BIN)/client_questions
 
 run-async: $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_epoll "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+# The pattern comparison (bench/run.sh); QUICK=1 for a short version.
+bench: $(BIN)/loadgen $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll
+	@bash bench/run.sh $(BIN) $(if $(QUICK),quick)
 
 # libFuzzer targets (clang only): the framer and the command-line parser. New inputs found go to
 # build/fuzz/corpus-NAME; the seeds are in tests/fuzz/corpus/NAME.
@@ -125,6 +129,8 @@ help:
 	@echo "make run-threads     the same against server_threads"
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
+	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
+	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make lint            clang-format, cppcheck, clang-tidy"
 	@echo "variables for run-*: PORT=$(PORT) CLIENTS=$(CLIENTS) DELAY=$(DELAY) QUESTIONS=$(QUESTIONS) SEED=$(SEED)"
 

@@ -80,6 +80,7 @@ struct ServerSample {
   double cpu_seconds = 0;
   long context_switches = 0;
   long threads = 0;
+  long rss_kib = 0;
   long peak_rss_kib = 0;
 };
 
@@ -111,6 +112,7 @@ ServerSample sample_server(pid_t pid) {
                           status_field(task.path() / "status", "nonvoluntary_ctxt_switches:");
   }
   s.threads = status_field(proc / "status", "Threads:");
+  s.rss_kib = status_field(proc / "status", "VmRSS:");
   s.peak_rss_kib = status_field(proc / "status", "VmHWM:");
   return s;
 }
@@ -176,6 +178,7 @@ struct Conn {
   std::string unsent;
   std::deque<std::pair<std::size_t, Clock::time_point>> in_flight;  // question, when it was sent
   std::size_t next_question = 0;
+  bool served = false;  // answered at least once in the measured window
 };
 
 struct Counts {
@@ -234,7 +237,9 @@ class LoadGenerator {
       counts_.lost += c.in_flight.size() - (wrong_reply ? 1 : 0);
       ++counts_.reconnects;
     }
+    const bool served = c.served;
     c = Conn{};
+    c.served = served;
     c.sock = open_connection();
     add(index);
     for (unsigned i = 0; i < options_.pipeline; ++i) ask(c, measuring_);
@@ -261,6 +266,7 @@ class LoadGenerator {
       c.in_flight.pop_front();
       if (measuring_ && sent_at != Clock::time_point{}) {
         ++counts_.answered;
+        c.served = true;
         histogram_.add(static_cast<std::uint64_t>((now - sent_at).count()));
       }
       ask(c, measuring_);
@@ -344,14 +350,15 @@ class LoadGenerator {
     const ServerSample end = sample_server(static_cast<pid_t>(options_.server_pid));
     if (options_.json) {
       std::printf("{\"held\": %u, \"answered\": %" PRIu64 ", \"errors\": %" PRIu64
-                  ", \"server_threads\": %ld, \"server_peak_rss_kib\": %ld}\n",
+                  ", \"server_threads\": %ld, \"server_idle_rss_kib\": %ld"
+                  ", \"server_peak_rss_kib\": %ld}\n",
                   options_.hold, answered, counts_.errors, std::max(idle.threads, end.threads),
-                  end.peak_rss_kib);
+                  idle.rss_kib, end.peak_rss_kib);
     } else {
       std::printf("held %u connections: %" PRIu64 " answered, %" PRIu64
-                  " errors; server: %ld threads, peak RSS %ld KiB\n",
+                  " errors; server: %ld threads, RSS %ld KiB idle, %ld KiB at the peak\n",
                   options_.hold, answered, counts_.errors, std::max(idle.threads, end.threads),
-                  end.peak_rss_kib);
+                  idle.rss_kib, end.peak_rss_kib);
     }
   }
 
@@ -388,29 +395,34 @@ class LoadGenerator {
         static_cast<double>(after_.context_switches - before_.context_switches) * per_q;
     const double calls = syscall_count_ < 0 ? -1 : static_cast<double>(syscall_count_) * per_q;
     const double busy = (after_.cpu_seconds - before_.cpu_seconds) / window_ * 100;
+    const auto served =
+        std::count_if(conns_.begin(), conns_.end(), [](const Conn& c) { return c.served; });
     const auto us = [this](double p) {
       return static_cast<double>(histogram_.percentile(p)) / 1e3;
     };
     if (options_.json) {
       std::printf(
-          "{\"connections\": %u, \"pipeline\": %u, \"seconds\": %.2f, \"questions_per_second\": "
+          "{\"connections\": %u, \"served\": %ld, \"pipeline\": %u, \"seconds\": %.2f, "
+          "\"questions_per_second\": "
           "%.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, "
           "\"answered\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"reconnects\": %" PRIu64
           ", \"lost\": %" PRIu64
           ", \"server_cpu_us_per_question\": %.2f, \"server_syscalls_per_question\": %.2f, "
           "\"server_context_switches_per_question\": %.3f, \"server_cpu_busy_percent\": %.0f, "
           "\"server_threads\": %ld}\n",
-          options_.connections, options_.pipeline, window_, rate, us(50), us(99), us(99.9),
-          static_cast<double>(histogram_.max()) / 1e3, counts_.answered, counts_.errors,
-          counts_.reconnects, counts_.lost, cpu_us, calls, switches, busy, after_.threads);
+          options_.connections, static_cast<long>(served), options_.pipeline, window_, rate, us(50),
+          us(99), us(99.9), static_cast<double>(histogram_.max()) / 1e3, counts_.answered,
+          counts_.errors, counts_.reconnects, counts_.lost, cpu_us, calls, switches, busy,
+          after_.threads);
     } else {
       std::printf(
-          "%u connections x %u in flight, %.1f s: %.0f questions/s; latency p50 %.1f us, p99 "
+          "%u connections (%ld served) x %u in flight, %.1f s: %.0f questions/s; latency p50 %.1f "
+          "us, p99 "
           "%.1f us, p99.9 %.1f us, max %.1f us; %" PRIu64 " errors, %" PRIu64
           " reconnects, %" PRIu64 " lost\n",
-          options_.connections, options_.pipeline, window_, rate, us(50), us(99), us(99.9),
-          static_cast<double>(histogram_.max()) / 1e3, counts_.errors, counts_.reconnects,
-          counts_.lost);
+          options_.connections, static_cast<long>(served), options_.pipeline, window_, rate, us(50),
+          us(99), us(99.9), static_cast<double>(histogram_.max()) / 1e3, counts_.errors,
+          counts_.reconnects, counts_.lost);
       if (options_.server_pid != 0) {
         std::printf(
             "server per question: %.2f us CPU, %.2f system calls, %.3f context switches; "

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# make bench: the three patterns measured side by side on loopback. Each row starts a fresh
+# server pinned to CPU 0 and runs bin/loadgen pinned to CPU 1 (taskset, where present).
+# Prints one Markdown table per part and writes them, with a CSV, to bench/results/; draws
+# bench/results/throughput.png where gnuplot is installed.
+# usage: bench/run.sh BIN_DIR [quick]
+set -u
+bin=$1
+quick=${2:-}
+out=bench/results
+mkdir -p "$out" build/bench
+
+if [ -n "$quick" ]; then
+  warmup=0.3 seconds=1 counts="1 100" hold=1000
+else
+  warmup=1 seconds=3 counts="1 10 100 1000" hold=10000
+fi
+server_cpu=() client_cpu=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  server_cpu=(taskset -c 0) client_cpu=(taskset -c 1)
+fi
+command -v perf >/dev/null || echo "(no perf: system calls are not counted; apt-get install linux-perf)" >&2
+
+server_pid=
+port=
+start_server() {  # start_server NAME ARGS...: a fresh server on a port the kernel chooses
+  local log=build/bench/server.log
+  "${server_cpu[@]}" "$bin/$1" 127.0.0.1 0 "${@:2}" > "$log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 200); do
+    port=$(sed -n 's/^Listening for incoming connections at .*:\([0-9]*\)$/\1/p' "$log")
+    [ -n "$port" ] && return 0
+    sleep 0.05
+  done
+  echo "$1 did not start: $(cat "$log")" >&2
+  exit 1
+}
+stop_server() {
+  kill -TERM "$server_pid" 2>/dev/null
+  wait "$server_pid" 2>/dev/null
+  server_pid=
+}
+trap 'stop_server' EXIT
+trap 'exit 130' INT TERM
+
+field() { sed -n "s/.*\"$2\": \"\{0,1\}\([^,\"}]*\).*/\1/p" <<< "$1"; }
+loadgen() { "${client_cpu[@]}" "$bin/loadgen" 127.0.0.1 "$port" --json "$@"; }
+
+machine="$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -sr)"
+{
+  echo "# make bench${quick:+ QUICK=1}, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "Machine: $machine. Server on CPU 0, loadgen on CPU 1; ${seconds} s measured after ${warmup} s of warm-up per row."
+} > "$out/bench.md"
+csv="$out/results.csv"
+echo "server,threads,max_questions,connections,questions_per_second,p50_us,p99_us,p999_us,max_us,errors,reconnects,lost,cpu_us_per_question,syscalls_per_question,context_switches_per_question,server_cpu_busy_percent" > "$csv"
+
+table() { printf '%s\n' "$@" | tee -a "$out/bench.md"; }
+
+# Part 1 and 2: throughput and latency, and what each question costs the server.
+table "" "## 1. Throughput and latency (one question in flight per connection)" "" \
+  "| server | connections | served | questions/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | reconnects | lost |" \
+  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+costs=()
+row() {  # row LABEL MAXQ CONNECTIONS SERVER ARGS...
+  local label=$1 maxq=$2 n=$3
+  start_server "$4" --max-questions "$maxq" "${@:5}"
+  local json
+  json=$(loadgen --connections "$n" --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid")
+  stop_server
+  local q p50 p99 p999 mx err rec lost cpu calls cs busy threads
+  q=$(field "$json" questions_per_second) p50=$(field "$json" p50_us) p99=$(field "$json" p99_us)
+  p999=$(field "$json" p999_us) mx=$(field "$json" max_us) err=$(field "$json" errors)
+  rec=$(field "$json" reconnects) lost=$(field "$json" lost)
+  cpu=$(field "$json" server_cpu_us_per_question) calls=$(field "$json" server_syscalls_per_question)
+  cs=$(field "$json" server_context_switches_per_question) busy=$(field "$json" server_cpu_busy_percent)
+  threads=$(field "$json" server_threads)
+  table "| $label | $n | $(field "$json" served) | $q | $p50 | $p99 | $p999 | $mx | $err | $rec | $lost |"
+  echo "$label,$threads,$maxq,$n,$q,$p50,$p99,$p999,$mx,$err,$rec,$lost,$cpu,$calls,$cs,$busy" >> "$csv"
+  if [ "$maxq" = 0 ] && [ "$n" = 100 ]; then
+    costs+=("| $label | $q | $cpu | $calls | $cs | $busy% | $threads |")
+  fi
+}
+for n in $counts; do
+  row server_simple 0 "$n" server_simple
+  row "server_threads --threads $n" 0 "$n" server_threads --threads "$n"
+  row "server_threads --threads 4" 0 "$n" server_threads --threads 4
+  row server_epoll 0 "$n" server_epoll
+done
+table "" "With the lab's limit, --max-questions 10: every tenth reply the server closes and loadgen reconnects (churn)." ""
+table "| server | connections | served | questions/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | reconnects | lost |" \
+  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+row "server_simple (limit 10)" 10 1 server_simple
+row "server_threads --threads 4 (limit 10)" 10 4 server_threads --threads 4
+row "server_epoll (limit 10)" 10 100 server_epoll
+
+table "" "## 2. What one question costs the server (100 connections)" "" \
+  "| server | questions/s | CPU µs per question | system calls per question | context switches per question | server CPU busy | threads |" \
+  "|---|---:|---:|---:|---:|---:|---:|" "${costs[@]}"
+
+# Part 3: C10K.
+table "" "## 3. C10K: $hold idle connections, then one question on each" "" \
+  "| server | held | answered | errors | peak threads | RSS KiB, idle | peak RSS KiB |" "|---|---:|---:|---:|---:|---:|---:|"
+hold_row() {  # hold_row LABEL SERVER ARGS...
+  start_server "$2" --max-questions 0 "${@:3}"
+  local json
+  json=$(loadgen --hold "$hold" --seconds 1 --server-pid "$server_pid")
+  stop_server
+  table "| $1 | $(field "$json" held) | $(field "$json" answered) | $(field "$json" errors) | $(field "$json" server_threads) | $(field "$json" server_idle_rss_kib) | $(field "$json" server_peak_rss_kib) |"
+}
+hold_row server_epoll server_epoll
+hold_row "server_threads --threads $hold" server_threads --threads "$hold"
+
+# Part 4: the denial-of-service lesson.
+table "" "## 4. Denial of service: silent clients, then how long a new client waits (2 s at most)" "" \
+  "| server | silent clients | the new client |" "|---|---:|---|"
+idle_row() {  # idle_row LABEL SILENT SERVER ARGS...
+  start_server "$3" "${@:4}"
+  local json answered
+  json=$(loadgen --idle "$2" --seconds 2)
+  stop_server
+  answered=$(field "$json" answered)
+  if [ "$answered" = true ]; then
+    table "| $1 | $2 | answered in $(field "$json" waited_ms) ms |"
+  else
+    table "| $1 | $2 | blocked: no answer in 2 s |"
+  fi
+}
+idle_row server_simple 1 server_simple
+idle_row "server_threads --threads 4" 3 server_threads --threads 4
+idle_row "server_threads --threads 4" 4 server_threads --threads 4
+idle_row server_epoll 1000 server_epoll
+
+if command -v gnuplot >/dev/null; then
+  for s in server_simple "server_threads --threads 4" server_epoll; do
+    grep "^$s,[0-9]*,0," "$csv" | cut -d, -f4,5,7 | tr , ' ' > "build/bench/$(echo "$s" | cut -d' ' -f1,3 | tr ' ' _).dat"
+  done
+  grep '^server_threads --threads [0-9]*,[0-9]*,0,' "$csv" | awk -F, '$1 == "server_threads --threads " $4' |
+    cut -d, -f4,5,7 | tr , ' ' > build/bench/server_threads_N.dat
+  gnuplot <<GNUPLOT
+set terminal pngcairo size 1100,450 font ",10"
+set output "$out/throughput.png"
+set multiplot layout 1,2 title "sphinx servers on loopback ($machine)"
+set logscale x
+set xlabel "connections"
+set key top left
+set grid
+set ylabel "questions per second"
+plot "build/bench/server_simple.dat" using 1:2 with linespoints title "server\\\\_simple", \
+     "build/bench/server_threads_4.dat" using 1:2 with linespoints title "server\\\\_threads --threads 4", \
+     "build/bench/server_threads_N.dat" using 1:2 with linespoints title "server\\\\_threads --threads N", \
+     "build/bench/server_epoll.dat" using 1:2 with linespoints title "server\\\\_epoll"
+set logscale y
+set ylabel "p99 latency (µs)"
+plot "build/bench/server_simple.dat" using 1:3 with linespoints title "server\\\\_simple", \
+     "build/bench/server_threads_4.dat" using 1:3 with linespoints title "server\\\\_threads --threads 4", \
+     "build/bench/server_threads_N.dat" using 1:3 with linespoints title "server\\\\_threads --threads N", \
+     "build/bench/server_epoll.dat" using 1:3 with linespoints title "server\\\\_epoll"
+unset multiplot
+GNUPLOT
+  echo "" >> "$out/bench.md"
+  echo "![throughput and p99 latency against connections](throughput.png)" >> "$out/bench.md"
+else
+  echo "(no gnuplot: apt-get install gnuplot for bench/results/throughput.png)" >&2
+fi
+echo "written: $out/bench.md, $csv" >&2

@@ -1,0 +1,51 @@
+// bench/loadgen checks every reply: a right one counts, a wrong or cut one is an error. Its
+// numbers are measured by make bench, never asserted here.
+#include <gtest/gtest.h>
+
+#include "common/net.hpp"
+#include "tests/support.hpp"
+
+namespace {
+std::string field(const std::string& json, const std::string& name) {
+  const std::size_t at = json.find("\"" + name + "\": ");
+  if (at == std::string::npos) return "<missing>";
+  const std::size_t start = at + name.size() + 4;
+  return json.substr(start, json.find_first_of(",}", start) - start);
+}
+}  // namespace
+
+TEST(Loadgen, CountsRightRepliesAndNoErrorsAgainstARealServer) {
+  Server server("server_epoll", {"--max-questions", "10"});
+  Child load("loadgen", {"127.0.0.1", server.port, "--connections", "4", "--seconds", "0.3",
+                         "--warmup", "0.1", "--json"});
+  EXPECT_EQ(load.wait_exit(), 0) << load.err();
+  const std::string json = load.out();
+  EXPECT_NE(field(json, "answered"), "0") << json;
+  EXPECT_EQ(field(json, "errors"), "0") << json;
+  EXPECT_EQ(field(json, "served"), "4") << json;
+  EXPECT_NE(field(json, "reconnects"), "0") << json;  // the limit of 10 closed connections
+}
+
+TEST(Loadgen, CountsAWrongReplyAsAnErrorNotASuccess) {
+  const Fd listener = get_server_socket("127.0.0.1", "0");  // a fake server, played by the test
+  const std::string port = local_address(listener.get()).substr(10);
+  Child load("loadgen", {"127.0.0.1", port, "--connections", "1", "--seconds", "0.3", "--warmup",
+                         "0", "--json"});
+  const Fd sock(accept(listener.get(), nullptr, nullptr));
+  Framer buffer(MAX_QUESTION, "question");
+  const std::optional<std::string> question = recv_upto(sock.get(), buffer, '?');
+  ASSERT_TRUE(question);
+  send_all(sock.get(), *question + " Perhaps.");  // not one of the five
+  EXPECT_EQ(load.wait_exit(), 0) << load.err();
+  EXPECT_EQ(field(load.out(), "answered"), "0") << load.out();
+  EXPECT_EQ(field(load.out(), "errors"), "1") << load.out();
+}
+
+TEST(Loadgen, BadCommandLinesExitTwo) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"127.0.0.1"}, {"127.0.0.1", "1", "--connections", "0"}, {"127.0.0.1", "1", "--x"}}) {
+    Child load("loadgen", args);
+    EXPECT_EQ(load.wait_exit(), 2);
+    EXPECT_TRUE(starts_with(load.err(), "loadgen: ")) << load.err();
+  }
+}
