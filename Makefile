@@ -43,7 +43,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test fuzz bench clean lint format help run-simple run-threads run-async run-async-sync
+.PHONY: all test fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS)
@@ -63,7 +63,7 @@ $(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"'
+$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
 
 $(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
@@ -80,6 +80,22 @@ run-threads: $(BIN)/server_threads $(BIN)/client_questions
 
 run-async: $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_epoll "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+# For the lecture: what changes between two patterns, and what each does in system calls.
+A ?= simple
+B ?= threads
+PATTERNS := simple threads epoll
+compare:
+	@case " $(PATTERNS) " in *" $(A) "*) ;; *) echo "A must be one of: $(PATTERNS)" >&2; exit 2;; esac
+	@case " $(PATTERNS) " in *" $(B) "*) ;; *) echo "B must be one of: $(PATTERNS)" >&2; exit 2;; esac
+	@diff -u server_$(A)/main.cpp server_$(B)/main.cpp; test $$? -le 1
+
+trace-simple: $(BIN)/server_simple $(BIN)/client_questions
+	@bash scripts/trace.sh $(BIN) server_simple simple
+trace-threads: $(BIN)/server_threads $(BIN)/client_questions
+	@bash scripts/trace.sh $(BIN) server_threads threads
+trace-async: $(BIN)/server_epoll $(BIN)/client_questions
+	@bash scripts/trace.sh $(BIN) server_epoll async
 
 # The pattern comparison (bench/run.sh); QUICK=1 for a short version.
 bench: $(BIN)/loadgen $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll
@@ -114,7 +130,7 @@ SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
-	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"'
+	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."'
 
 format:
 	clang-format -i $(SOURCES)
@@ -129,6 +145,8 @@ help:
 	@echo "make run-threads     the same against server_threads"
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
+	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
+	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make lint            clang-format, cppcheck, clang-tidy"

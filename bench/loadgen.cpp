@@ -62,7 +62,7 @@ class Histogram {
  private:
   static std::size_t bucket(std::uint64_t v) {
     if (v < 16) return v;
-    const int e = std::bit_width(v) - 1;  // v is in [2^e, 2^(e+1))
+    const auto e = static_cast<int>(std::bit_width(v)) - 1;  // v is in [2^e, 2^(e+1))
     return 16 + static_cast<std::size_t>(e - 4) * 16 + ((v >> (e - 4)) - 16);
   }
   static std::uint64_t upper(std::size_t i) {
@@ -289,7 +289,7 @@ class LoadGenerator {
     const auto measure_from = start + std::chrono::duration<double>(options_.warmup);
     auto measure_to = Clock::time_point::max();
     std::vector<epoll_event> ready(1024);
-    std::array<char, 64 * 1024> buffer{};
+    std::array<char, std::size_t{64} * 1024> buffer{};
     while (true) {
       const auto now = Clock::now();
       if (!measuring_ && now >= measure_from) {

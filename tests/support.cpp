@@ -26,7 +26,8 @@ std::pair<Fd, Fd> make_pipe() {
 }  // namespace
 
 Child::Child(const std::string& program, const std::vector<std::string>& args, rlim_t max_files) {
-  const std::string path = std::string(BIN_DIR) + "/" + program;
+  const std::string path =
+      program.starts_with('/') ? program : std::string(BIN_DIR) + "/" + program;
   std::vector<std::string> argv_strings{path};
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
   std::vector<char*> argv;

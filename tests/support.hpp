@@ -25,10 +25,10 @@ inline constexpr int sanitizer_threads = __has_feature(thread_sanitizer) ? 1 : 0
 inline constexpr int sanitizer_threads = 0;
 #endif
 
-// A program from bin/ run as a child process with its stdout and stderr on pipes, which a
-// thread drains as the child writes (a chatty child never blocks on a full pipe). Every wait
-// has a timeout, and the destructor kills and reaps the child: a test can fail, but it cannot
-// hang or leave a process behind.
+// A program from bin/ (or at an absolute path) run as a child process with its stdout and stderr on
+// pipes, which a thread drains as the child writes (a chatty child never blocks on a full pipe).
+// Every wait has a timeout, and the destructor kills and reaps the child: a test can fail, but it
+// cannot hang or leave a process behind.
 class Child {
  public:
   // `max_files`: the child's open-file limit, soft and hard (0: inherit the test's).

@@ -1,0 +1,114 @@
+// The lecture kit: make compare, the trace condenser, and docs/WALKTHROUGH.md kept in step
+// with the code. (The live make trace-* targets need ptrace and are not run here.)
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "tests/support.hpp"
+
+namespace {
+const std::string source_dir = SOURCE_DIR;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Every C++ source file of the programs and common/.
+std::string all_sources() {
+  std::string text;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(source_dir)) {
+    const std::string path = entry.path().string();
+    if (path.find("/build/") != std::string::npos || path.find("/tests/") != std::string::npos) {
+      continue;
+    }
+    if (entry.path().extension() == ".cpp" || entry.path().extension() == ".hpp") {
+      text += read_file(path);
+    }
+  }
+  return text;
+}
+}  // namespace
+
+TEST(Compare, PrintsTheDiffOfEveryPairOfPatterns) {
+  for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
+           {"simple", "threads"}, {"simple", "epoll"}, {"threads", "epoll"}}) {
+    Child make("/usr/bin/env", {"make", "--no-print-directory", "-s", "-C", source_dir, "compare",
+                                "A=" + a, "B=" + b});
+    EXPECT_EQ(make.wait_exit(), 0) << make.err();
+    const std::vector<std::string> diff = lines(make.out());
+    ASSERT_GE(diff.size(), 3U) << make.out();
+    EXPECT_TRUE(starts_with(diff[0], "--- server_" + a + "/main.cpp")) << diff[0];
+    EXPECT_TRUE(starts_with(diff[1], "+++ server_" + b + "/main.cpp")) << diff[1];
+  }
+}
+
+TEST(Compare, SimpleAgainstThreadsIsTheThreads) {
+  Child make("/usr/bin/env", {"make", "--no-print-directory", "-s", "-C", source_dir, "compare",
+                              "A=simple", "B=threads"});
+  EXPECT_EQ(make.wait_exit(), 0);
+  const std::string diff = make.out();
+  EXPECT_NE(diff.find("+  std::vector<std::jthread> pool;"), std::string::npos) << diff;
+  EXPECT_NE(diff.find("-  setup_connections(listener.get(), options);"), std::string::npos);
+  EXPECT_LT(lines(diff).size(), 40U) << "the slide should fit on a screen";
+}
+
+TEST(Compare, AnUnknownPatternIsAUsageError) {
+  Child make("/usr/bin/env", {"make", "--no-print-directory", "-s", "-C", source_dir, "compare",
+                              "A=simple", "B=fibers"});
+  EXPECT_NE(make.wait_exit(), 0);
+  EXPECT_NE(make.err().find("B must be one of: simple threads epoll"), std::string::npos);
+}
+
+TEST(TraceCondenser, TurnsARawStraceIntoOneLinePerCall) {
+  Child condense("/usr/bin/env", {"bash", source_dir + "/scripts/condense_trace.sh",
+                                  source_dir + "/tests/data/strace-threads.txt"});
+  EXPECT_EQ(condense.wait_exit(), 0) << condense.err();
+  EXPECT_EQ(condense.out(), read_file(source_dir + "/tests/data/strace-threads.expected"));
+  // What the lecture points at: two threads blocked in accept4 side by side.
+  EXPECT_NE(condense.out().find("T2  accept4(3) = 4  client 127.0.0.1:46464   [blocked"),
+            std::string::npos);
+  EXPECT_NE(condense.out().find("T3  accept4(3) = 5  client 127.0.0.1:46462   [blocked"),
+            std::string::npos);
+}
+
+TEST(Walkthrough, EveryFunctionAndFileItNamesExists) {
+  const std::string text = read_file(source_dir + "/docs/WALKTHROUGH.md");
+  ASSERT_FALSE(text.empty());
+  std::string prose;  // the walk-through without its fenced (Python) code blocks
+  bool fenced = false;
+  for (const std::string& line : lines(text)) {
+    if (line.rfind("```", 0) == 0) {
+      fenced = !fenced;
+    } else if (!fenced) {
+      prose += line + "\n";
+    }
+  }
+  const std::string sources = all_sources();
+  const std::regex span("`([^`]+)`");
+  const std::regex function(R"(^(?:[A-Za-z_]\w*::)?([A-Za-z_]\w*)\(\)$)");
+  const std::regex file(R"(^[\w./-]+\.(cpp|hpp|sh|md)$|^[\w.-]+/[\w./-]*$)");
+  int functions = 0;
+  int files = 0;
+  for (auto it = std::sregex_iterator(prose.begin(), prose.end(), span);
+       it != std::sregex_iterator(); ++it) {
+    const std::string name = (*it)[1];
+    std::smatch match;
+    if (std::regex_match(name, match, function)) {
+      ++functions;
+      EXPECT_NE(sources.find(std::string(match[1]) + "("), std::string::npos)
+          << "WALKTHROUGH.md names " << name << ", which no source defines";
+    } else if (std::regex_match(name, file)) {
+      ++files;
+      EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(source_dir) / name))
+          << "WALKTHROUGH.md names " << name << ", which is not in the tree";
+    }
+  }
+  EXPECT_GT(functions, 20);  // the check itself must not silently match nothing
+  EXPECT_GT(files, 10);
+}
