@@ -121,9 +121,10 @@ $(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.cpp common/cli.cpp common/protocol.cpp c
 	$(FUZZ_CXX) -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@
 
 # DELAY is passed on only when given: async_sync's own default is the lab's 3 s.
+DELAY_GIVEN = $(filter command line environment,$(origin DELAY))
 run-async-sync: $(BIN)/async_sync
-	$(BIN)/async_sync sync $(if $(filter command line,$(origin DELAY)),--delay $(DELAY))
-	$(BIN)/async_sync async $(if $(filter command line,$(origin DELAY)),--delay $(DELAY))
+	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
+	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
 SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp)
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -26,9 +25,9 @@ std::uint32_t parse_uint(std::string_view text, std::string_view what, std::uint
 double parse_seconds(std::string_view text, std::string_view what) {
   double value = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size() || !std::isfinite(value) ||
-      value < 0) {
-    throw UsageError(std::string(what) + " must be a number of seconds, 0 or more, not " +
+  // At most a day: a longer wait is surely a typo, and it keeps every timeout within an int.
+  if (error != std::errc{} || end != text.data() + text.size() || !(value >= 0 && value <= 86400)) {
+    throw UsageError(std::string(what) + " must be a number of seconds from 0 to 86400, not " +
                      quoted(text));
   }
   return value;

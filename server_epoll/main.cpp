@@ -169,8 +169,9 @@ int main(int argc, char* argv[]) try {
   while (true) {
     // Out of descriptors, the loop wakes every 100 ms to try accepting again, instead of spinning.
     const int count = epoll_wait(epoll.get(), ready.data(), ready.size(), accepting ? -1 : 100);
-    if (count < 0 && errno != EINTR)
+    if (count < 0 && errno != EINTR) {
       throw std::system_error(errno, std::generic_category(), "epoll_wait");
+    }
     if (!accepting) {
       watch(epoll.get(), EPOLL_CTL_MOD, listener.get(), Want::read);
       accepting = true;
@@ -184,11 +185,13 @@ int main(int argc, char* argv[]) try {
       }
       if (fd == listener.get()) {
         accepting = accept_clients(epoll.get(), fd, connections);
-        if (!accepting) watch(epoll.get(), EPOLL_CTL_MOD, fd, Want::close);
+        if (!accepting) watch(epoll.get(), EPOLL_CTL_MOD, fd, Want::close);  // pause: no events
         continue;
       }
       const auto found = connections.find(fd);
-      if (found == connections.end()) continue;  // closed earlier in this batch
+      // Closed earlier in this batch. (If accept reused its number meanwhile, the new client
+      // gets a spurious wake-up, which its recv answers with EAGAIN.)
+      if (found == connections.end()) continue;
       Connection& c = found->second;
       Want want = Want::close;
       try {

@@ -263,6 +263,9 @@ TEST(Args, SecondsAreFiniteAndNotNegative) {
   EXPECT_THROW(parse_seconds("-1", "--delay"), UsageError);
   EXPECT_THROW(parse_seconds("soon", "--delay"), UsageError);
   EXPECT_THROW(parse_seconds("inf", "--delay"), UsageError);
+  EXPECT_THROW(parse_seconds("nan", "--delay"), UsageError);
+  EXPECT_THROW(parse_seconds("1e10", "--delay"), UsageError);  // would overflow a timeout
+  EXPECT_DOUBLE_EQ(parse_seconds("86400", "--delay"), 86400.0);
   EXPECT_THROW(parse_seconds("1s", "--delay"), UsageError);
 }
 
