@@ -16,13 +16,25 @@
 
 using namespace std::chrono_literals;
 
-// ThreadSanitizer starts a thread of its own in every program that starts a second thread.
-#if defined(__SANITIZE_THREAD__)
+// Under the sanitizers a server is another program: ThreadSanitizer starts a thread of its own
+// in every program that starts a second thread, and both it and AddressSanitizer add shadow
+// memory to every byte the server touches. Bounds on threads and memory allow for that.
+#if defined(__has_feature)
+#define SPHINX_TSAN __has_feature(thread_sanitizer)
+#define SPHINX_ASAN __has_feature(address_sanitizer)
+#else
+#define SPHINX_TSAN 0
+#define SPHINX_ASAN 0
+#endif
+#if defined(__SANITIZE_THREAD__) || SPHINX_TSAN
 inline constexpr int sanitizer_threads = 1;
-#elif defined(__has_feature)
-inline constexpr int sanitizer_threads = __has_feature(thread_sanitizer) ? 1 : 0;
+inline constexpr long sanitizer_memory_factor = 4;
+#elif defined(__SANITIZE_ADDRESS__) || SPHINX_ASAN
+inline constexpr int sanitizer_threads = 0;
+inline constexpr long sanitizer_memory_factor = 4;
 #else
 inline constexpr int sanitizer_threads = 0;
+inline constexpr long sanitizer_memory_factor = 1;
 #endif
 
 // A program from bin/ (or at an absolute path) run as a child process with its stdout and stderr on
