@@ -35,6 +35,10 @@ std::optional<std::string_view> Framer::next(char delimiter, std::size_t from) {
   return std::nullopt;
 }
 
+std::runtime_error closed_mid_message(std::string_view pending) {
+  return std::runtime_error("received '" + escape(pending) + "' then socket closed");
+}
+
 std::optional<std::string> recv_upto(int sock, Framer& buffer, char delimiter, std::size_t from) {
   while (true) {
     if (const auto message = buffer.next(delimiter, from)) return std::string(*message);
@@ -44,7 +48,7 @@ std::optional<std::string> recv_upto(int sock, Framer& buffer, char delimiter, s
       buffer.append({chunk, static_cast<std::size_t>(received)});
     } else if (received == 0) {
       if (buffer.pending().empty()) return std::nullopt;
-      throw std::runtime_error("received '" + escape(buffer.pending()) + "' then socket closed");
+      throw closed_mid_message(buffer.pending());
     } else if (errno != EINTR) {
       throw std::system_error(errno, std::generic_category(), "recv");
     }

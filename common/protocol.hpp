@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -53,6 +54,9 @@ class Framer {
   std::string buffer_;
   std::size_t start_ = 0;  // messages before this index have been returned
 };
+
+// The error for a peer that closed with a message half sent: "received '...' then socket closed".
+std::runtime_error closed_mid_message(std::string_view pending);
 
 // Stage 6: receive until `delimiter` (the lab's recv_upto). Returns nullopt if the peer closed
 // cleanly between messages; throws if it closed mid-message, on a socket error or on a message

@@ -119,7 +119,7 @@ Want on_readable(Connection& c, const ServerOptions& options, std::span<char> bu
   }
   if (received == 0) {
     if (!c.unread.pending().empty()) {
-      throw std::runtime_error("received '" + escape(c.unread.pending()) + "' then socket closed");
+      throw closed_mid_message(c.unread.pending());
     }
     c.peer_closed = true;  // a half-close: it still gets the replies it asked for
   }
