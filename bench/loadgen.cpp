@@ -26,7 +26,6 @@
 #include <filesystem>
 #include <fstream>
 #include <span>
-#include <sstream>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -34,6 +33,7 @@
 #include "common/cli.hpp"
 #include "common/log.hpp"
 #include "common/net.hpp"
+#include "common/proc.hpp"
 #include "common/protocol.hpp"
 
 namespace {
@@ -84,36 +84,14 @@ struct ServerSample {
   long peak_rss_kib = 0;
 };
 
-long status_field(const std::filesystem::path& status, const std::string& name) {
-  std::ifstream in(status);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(name, 0) == 0) return std::stol(line.substr(name.size()));
-  }
-  return 0;
-}
-
 ServerSample sample_server(pid_t pid) {
   ServerSample s;
   if (pid <= 0) return s;
-  const std::filesystem::path proc = "/proc/" + std::to_string(pid);
-  std::ifstream stat(proc / "stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  if (text.empty()) return s;
-  std::istringstream fields(text.substr(text.rfind(')') + 2));
-  std::string skip;
-  for (int i = 3; i < 14; ++i) fields >> skip;
-  long user = 0;
-  long system = 0;
-  fields >> user >> system;
-  s.cpu_seconds = static_cast<double>(user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  std::error_code ignored;
-  for (const auto& task : std::filesystem::directory_iterator(proc / "task", ignored)) {
-    s.context_switches += status_field(task.path() / "status", "voluntary_ctxt_switches:") +
-                          status_field(task.path() / "status", "nonvoluntary_ctxt_switches:");
-  }
-  s.threads = status_field(proc / "status", "Threads:");
-  s.rss_kib = status_field(proc / "status", "VmRSS:");
-  s.peak_rss_kib = status_field(proc / "status", "VmHWM:");
+  s.cpu_seconds = proc_cpu_seconds(pid);
+  s.context_switches = proc_context_switches(pid);
+  s.threads = proc_status_field(pid, "Threads:");
+  s.rss_kib = proc_status_field(pid, "VmRSS:");
+  s.peak_rss_kib = proc_status_field(pid, "VmHWM:");
   return s;
 }
 

@@ -10,12 +10,11 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <system_error>
 
 #include "common/net.hpp"
+#include "common/proc.hpp"
 
 namespace {
 std::pair<Fd, Fd> make_pipe() {
@@ -204,38 +203,10 @@ bool readable_within(int sock, std::chrono::milliseconds timeout) {
   return poll(&ready, 1, static_cast<int>(timeout.count())) > 0;
 }
 
-int thread_count(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
-  }
-  return -1;
-}
-
-namespace {
-long status_field(pid_t pid, const std::string& name) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind(name, 0) == 0) return std::stol(line.substr(name.size()));
-  }
-  return -1;
-}
-}  // namespace
-
-long rss_kib(pid_t pid) { return status_field(pid, "VmRSS:"); }
-long peak_rss_kib(pid_t pid) { return status_field(pid, "VmHWM:"); }
-
-double cpu_seconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  std::istringstream fields(text.substr(text.rfind(')') + 2));  // the name may hold spaces
-  std::string field;
-  for (int i = 3; i < 14; ++i) fields >> field;  // fields 3 to 13
-  long user = 0;
-  long system = 0;
-  fields >> user >> system;  // fields 14 and 15, in clock ticks
-  return static_cast<double>(user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
+int thread_count(pid_t pid) { return static_cast<int>(proc_status_field(pid, "Threads:")); }
+long rss_kib(pid_t pid) { return proc_status_field(pid, "VmRSS:"); }
+long peak_rss_kib(pid_t pid) { return proc_status_field(pid, "VmHWM:"); }
+double cpu_seconds(pid_t pid) { return proc_cpu_seconds(pid); }
 
 int fd_count(pid_t pid) {
   const std::filesystem::directory_iterator fds("/proc/" + std::to_string(pid) + "/fd");
