@@ -5,6 +5,7 @@
 # bench/results/throughput.png where gnuplot is installed.
 # usage: bench/run.sh BIN_DIR [quick]
 set -u
+. "$(dirname "$0")/../scripts/lib.sh"
 bin=$1
 quick=${2:-}
 out=bench/results
@@ -27,13 +28,7 @@ start_server() {  # start_server NAME ARGS...: a fresh server on a port the kern
   local log=build/bench/server.log
   "${server_cpu[@]}" "$bin/$1" 127.0.0.1 0 "${@:2}" > "$log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 200); do
-    port=$(sed -n 's/^Listening for incoming connections at .*:\([0-9]*\)$/\1/p' "$log")
-    [ -n "$port" ] && return 0
-    sleep 0.05
-  done
-  echo "$1 did not start: $(cat "$log")" >&2
-  exit 1
+  port=$(listening_port "$log" "$server_pid") || exit 1
 }
 stop_server() {
   kill -TERM "$server_pid" 2>/dev/null

@@ -4,6 +4,7 @@
 # or when a client fails), and print how long the whole run took.
 # usage: run_scenario.sh BIN_DIR SERVER PORT CLIENTS DELAY QUESTIONS [SEED]
 set -u
+. "$(dirname "$0")/lib.sh"
 bin=$1 server=$2 port=$3 clients=$4 delay=$5 questions=$6 seed=${7:-}
 extra=()
 [ -n "$seed" ] && extra+=(--seed "$seed")
@@ -20,13 +21,7 @@ trap stop_server EXIT
 trap 'exit 130' INT TERM
 
 # The server prints its port once it listens (PORT=0 lets the kernel choose one).
-for _ in $(seq 100); do
-  grep -q '^Listening' "$log" && break
-  kill -0 "$server_pid" 2>/dev/null || exit 1
-  sleep 0.05
-done
-port=$(sed -n 's/^Listening for incoming connections at .*:\([0-9]*\)$/\1/p' "$log")
-[ -n "$port" ] || { echo "$server did not start listening" >&2; exit 1; }
+port=$(listening_port "$log" "$server_pid") || exit 1
 
 start=$(date +%s.%N)
 pids=()

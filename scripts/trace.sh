@@ -4,6 +4,7 @@
 # is kept in build/trace-PATTERN.txt.
 # usage: trace.sh BIN_DIR SERVER PATTERN
 set -u
+. "$(dirname "$0")/lib.sh"
 bin=$1 server=$2 pattern=$3
 raw=build/trace-$pattern.txt
 log=build/trace-$pattern.log
@@ -27,13 +28,7 @@ strace -f -ttt -T -e trace="$calls" -o "$raw" \
 strace_pid=$!
 trap 'kill -TERM $(pgrep -P "$strace_pid") 2>/dev/null; wait "$strace_pid" 2>/dev/null' EXIT
 
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's/^Listening for incoming connections at .*:\([0-9]*\)$/\1/p' "$log")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-[ -n "$port" ] || { echo "$server did not start: $(cat "$log")" >&2; exit 1; }
+port=$(listening_port "$log" "$strace_pid") || exit 1
 
 # Two clients at once, each asking until the server closes after 3 questions.
 "$bin/client_questions" 127.0.0.1 "$port" --cycle --delay 0.2 > /dev/null 2>&1 &
