@@ -165,6 +165,7 @@ TEST_P(AllServers, AnOverlongQuestionClosesThatConnectionOnly) {
 }
 
 TEST_P(AllServers, SigtermWithClientsConnectedShutsDownCleanly) {
+  if (tsan_cannot_signal(GetParam())) GTEST_SKIP() << "see tsan_cannot_signal in tests/support.hpp";
   Server server(GetParam());
   const Fd idle = connect_port(server.port);
   EXPECT_TRUE(starts_with(server.read_line(), "Accepted connection from"));

@@ -130,6 +130,7 @@ TEST_P(EveryServer, OutOfDescriptorsItWaitsWithoutSpinningAndRecovers) {
 }
 
 TEST_P(EveryServer, SigtermWithManyClientsAndRepliesInFlightExitsPromptly) {
+  if (tsan_cannot_signal(GetParam())) GTEST_SKIP() << "see tsan_cannot_signal in tests/support.hpp";
   Server server(GetParam(), {"--max-questions", "0"});
   std::vector<Fd> clients;
   for (int i = 0; i < 20; ++i) {

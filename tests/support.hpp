@@ -27,12 +27,15 @@ using namespace std::chrono_literals;
 #define SPHINX_ASAN 0
 #endif
 #if defined(__SANITIZE_THREAD__) || SPHINX_TSAN
+inline constexpr bool under_thread_sanitizer = true;
 inline constexpr int sanitizer_threads = 1;
 inline constexpr long sanitizer_memory_factor = 4;
 #elif defined(__SANITIZE_ADDRESS__) || SPHINX_ASAN
+inline constexpr bool under_thread_sanitizer = false;
 inline constexpr int sanitizer_threads = 0;
 inline constexpr long sanitizer_memory_factor = 4;
 #else
+inline constexpr bool under_thread_sanitizer = false;
 inline constexpr int sanitizer_threads = 0;
 inline constexpr long sanitizer_memory_factor = 1;
 #endif
@@ -92,6 +95,11 @@ class Server : public Child {
 Fd connect_port(const std::string& port);
 // Replies to `question`, read as the client reads them.
 std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question);
+// ThreadSanitizer defers a signal until the thread enters a call it knows to block, and recv is
+// not one here: a SIGTERM that reaches server_simple's only thread while it waits in recv is
+// never delivered (google/sanitizers#1813, llvm/llvm-project#83561 describe the same deferral).
+// The plain and ASan builds run these tests; under TSan they skip server_simple.
+bool tsan_cannot_signal(const std::string& server);
 // Sends `question` and returns the reply read as the client reads it, or "<closed>".
 std::string ask(int sock, Framer& buffer, std::string_view question);
 bool starts_with(const std::optional<std::string>& line, std::string_view prefix);
