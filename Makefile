@@ -69,8 +69,13 @@ $(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
+# Ends with a plain "N passed, N failed[, N skipped]" line for CI to read.
 test: all $(TEST_BIN)
-	$(TEST_BIN) $(GTEST_ARGS)
+	@$(TEST_BIN) $(GTEST_ARGS) | tee $(BUILD)/test.log; status=$${PIPESTATUS[0]}; \
+	count() { sed -n "s/^\[  $$1 *\] \([0-9]*\) tests\{0,1\}[.,].*/\1/p" $(BUILD)/test.log | tail -1; }; \
+	passed=$$(count PASSED); failed=$$(count FAILED); skipped=$$(count SKIPPED); \
+	echo "$${passed:-0} passed, $${failed:-0} failed$${skipped:+, $$skipped skipped}"; \
+	exit $$status
 
 run-simple: $(BIN)/server_simple $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_simple "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
