@@ -51,8 +51,11 @@ void ArgParser::choice(std::string_view name, std::string_view help, std::string
   positionals_.back().set = [&value, choices = std::move(choices),
                              what = std::string(name)](std::string_view text) {
     if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
-      throw UsageError(what + " must be " + choices[0] + " or " + choices[1] + ", not " +
-                       quoted(text));
+      std::string allowed;
+      for (std::size_t i = 0; i < choices.size(); ++i) {
+        allowed += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+      }
+      throw UsageError(what + " must be " + allowed + ", not " + quoted(text));
     }
     value = text;
   };
