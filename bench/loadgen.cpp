@@ -156,7 +156,8 @@ struct Conn {
   std::string unsent;
   std::deque<std::pair<std::size_t, Clock::time_point>> in_flight;  // question, when it was sent
   std::size_t next_question = 0;
-  bool served = false;  // answered at least once in the measured window
+  bool served = false;              // answered at least once in the measured window
+  std::uint32_t watched = EPOLLIN;  // what epoll watches for now
 };
 
 struct Counts {
@@ -201,9 +202,13 @@ class LoadGenerator {
     Conn& c = conns_[index];
     const ssize_t sent = send(c.sock.get(), c.unsent.data(), c.unsent.size(), MSG_NOSIGNAL);
     if (sent > 0) c.unsent.erase(0, static_cast<std::size_t>(sent));
+    // As in server_epoll: epoll_ctl only when the interest changes, so loadgen's own cost per
+    // question stays a send and a recv.
     const std::uint32_t want = c.unsent.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT;
+    if (want == c.watched) return;
     epoll_event event{.events = want, .data = {.u64 = index}};
     epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.sock.get(), &event);
+    c.watched = want;
   }
 
   // The server closed the connection (its --max-questions), broke it, or sent a wrong reply: the
