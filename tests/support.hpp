@@ -28,17 +28,17 @@ using namespace std::chrono_literals;
 #endif
 #if defined(__SANITIZE_THREAD__) || SPHINX_TSAN
 inline constexpr bool under_thread_sanitizer = true;
-inline constexpr int sanitizer_threads = 1;
-inline constexpr long sanitizer_memory_factor = 4;
-#elif defined(__SANITIZE_ADDRESS__) || SPHINX_ASAN
-inline constexpr bool under_thread_sanitizer = false;
-inline constexpr int sanitizer_threads = 0;
-inline constexpr long sanitizer_memory_factor = 4;
 #else
 inline constexpr bool under_thread_sanitizer = false;
-inline constexpr int sanitizer_threads = 0;
-inline constexpr long sanitizer_memory_factor = 1;
 #endif
+#if defined(__SANITIZE_ADDRESS__) || SPHINX_ASAN
+inline constexpr bool under_address_sanitizer = true;
+#else
+inline constexpr bool under_address_sanitizer = false;
+#endif
+inline constexpr int sanitizer_threads = under_thread_sanitizer ? 1 : 0;
+inline constexpr long sanitizer_memory_factor =
+    under_thread_sanitizer || under_address_sanitizer ? 4 : 1;
 
 // A program from bin/ (or at an absolute path) run as a child process with its stdout and stderr on
 // pipes, which a thread drains as the child writes (a chatty child never blocks on a full pipe).
