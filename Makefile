@@ -27,12 +27,14 @@ export TSAN_OPTIONS := halt_on_error=1:second_deadlock_stack=1
 endif
 
 # Adding a program: put its main.cpp in NAME/ and add NAME here.
-PROGRAMS := server_simple server_threads server_epoll client_questions async_sync
+PROGRAMS := server_simple server_threads server_epoll client_questions async_sync grade
 PROGRAM_BINS := $(PROGRAMS:%=$(BIN)/%) $(BIN)/loadgen
 
 COMMON_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard common/*.cpp))
-TEST_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tests/*.cpp))
+# tests/broken_server.cpp is a program of its own: servers broken on purpose, for grade's tests.
+TEST_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(filter-out tests/broken_server.cpp,$(wildcard tests/*.cpp)))
 TEST_BIN := $(BUILD)/sphinx_tests
+BROKEN_SERVER := $(BUILD)/broken_server
 
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null)
 
@@ -43,7 +45,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test grade fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS)
@@ -63,14 +65,22 @@ $(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
+$(BIN)/grade: $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard grade/*.cpp)) $(BUILD)/common.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
+
+$(BROKEN_SERVER): $(BUILD)/tests/broken_server.o $(BUILD)/common.a
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
+
+$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"' \
+	-DBROKEN_SERVER='"$(CURDIR)/$(BROKEN_SERVER)"'
 
 $(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
 # Ends with a plain "N passed, N failed[, N skipped]" line for CI to read.
-test: all $(TEST_BIN)
+test: all $(TEST_BIN) $(BROKEN_SERVER)
 	@$(TEST_BIN) $(GTEST_ARGS) | tee $(BUILD)/test.log; status=$${PIPESTATUS[0]}; \
 	count() { sed -n "s/^\[  $$1 *\] \([0-9]*\) tests\{0,1\}[.,].*/\1/p" $(BUILD)/test.log | tail -1; }; \
 	passed=$$(count PASSED); failed=$$(count FAILED); skipped=$$(count SKIPPED); \
@@ -85,6 +95,23 @@ run-threads: $(BIN)/server_threads $(BIN)/client_questions
 
 run-async: $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_epoll "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+# grade against this repository's own servers and client: a demonstration and a smoke test.
+GRADE_SERVER = $(BIN)/grade server --max-questions 10 --seed 42
+GRADE_SERVED = {host} {port} --max-questions 10 --seed 42
+grade: $(BIN)/grade $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll $(BIN)/client_questions
+	@echo "== server_simple"
+	@$(GRADE_SERVER) --pattern simple -- $(BIN)/server_simple $(GRADE_SERVED)
+	@echo "== server_threads --threads 4"
+	@$(GRADE_SERVER) --pattern threads --threads 4 -- $(BIN)/server_threads $(GRADE_SERVED) --threads 4
+	@echo "== server_epoll"
+	@$(GRADE_SERVER) --pattern async -- $(BIN)/server_epoll $(GRADE_SERVED)
+	@echo "== client_questions"
+	@$(BIN)/grade client -- $(BIN)/client_questions {host} {port}
+	@echo "== client_questions -e"
+	@$(BIN)/grade client --error -- $(BIN)/client_questions {host} {port} -e
+	@echo "== client_questions --cycle --delay 0.3"
+	@$(BIN)/grade client --cycle --delay 0.3 -- $(BIN)/client_questions {host} {port} --cycle --delay 0.3
 
 # For the lecture: what changes between two patterns, and what each does in system calls.
 A ?= simple
@@ -131,7 +158,7 @@ run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
-SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp)
+SOURCES = $(wildcard common/*.[ch]pp */main.cpp grade/*.[ch]pp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp)
 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
@@ -153,6 +180,7 @@ help:
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
 	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
 	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
+	@echo "make grade           bin/grade against this repository's own servers and client"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make lint            clang-format, cppcheck, clang-tidy"

@@ -9,6 +9,16 @@
 
 namespace {
 std::string quoted(std::string_view text) { return "'" + escape(text) + "'"; }
+
+void check_choice(std::string_view what, const std::vector<std::string>& choices,
+                  std::string_view text) {
+  if (choices.empty() || std::find(choices.begin(), choices.end(), text) != choices.end()) return;
+  std::string allowed;
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    allowed += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+  }
+  throw UsageError(std::string(what) + " must be " + allowed + ", not " + quoted(text));
+}
 }  // namespace
 
 std::uint32_t parse_uint(std::string_view text, std::string_view what, std::uint32_t min,
@@ -50,13 +60,7 @@ void ArgParser::choice(std::string_view name, std::string_view help, std::string
   positional(name, help, value, true);
   positionals_.back().set = [&value, choices = std::move(choices),
                              what = std::string(name)](std::string_view text) {
-    if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
-      std::string allowed;
-      for (std::size_t i = 0; i < choices.size(); ++i) {
-        allowed += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
-      }
-      throw UsageError(what + " must be " + allowed + ", not " + quoted(text));
-    }
+    check_choice(what, choices, text);
     value = text;
   };
 }
@@ -95,6 +99,16 @@ void ArgParser::option(std::string_view name, std::string_view help, double& sec
                       [&seconds, what = std::string(name)](std::string_view text) {
                         seconds = parse_seconds(text, what);
                       }});
+}
+
+void ArgParser::option(std::string_view name, std::string_view metavar, std::string_view help,
+                       std::string& value, std::vector<std::string> choices) {
+  options_.push_back(
+      {std::string(name), std::string(metavar), std::string(help),
+       [&value, choices = std::move(choices), what = std::string(name)](std::string_view text) {
+         check_choice(what, choices, text);
+         value = text;
+       }});
 }
 
 bool ArgParser::parse(const std::vector<std::string_view>& args) {

@@ -30,6 +30,9 @@ class ArgParser {
   void option(std::string_view name, std::string_view help, unsigned& value, unsigned min = 0);
   void option(std::string_view name, std::string_view help, std::optional<std::uint32_t>& value);
   void option(std::string_view name, std::string_view help, double& seconds);
+  // An option whose value is text, shown as `metavar` in the usage; with `choices`, one of them.
+  void option(std::string_view name, std::string_view metavar, std::string_view help,
+              std::string& value, std::vector<std::string> choices = {});
 
   // Throws UsageError; returns false after --help (the caller prints usage()).
   bool parse(const std::vector<std::string_view>& args);

@@ -1,0 +1,91 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// What grade's three files share: the command line, the report, and the programs grade starts.
+
+struct GradeOptions {
+  std::string mode;                  // server or client
+  std::string host;                  // server mode: a server already running at HOST PORT
+  std::string port;                  //
+  std::vector<std::string> command;  // or the COMMAND ARGS... after "--"
+  std::string pattern;               // server: simple, threads or async (or none)
+  unsigned threads = 4;              // server, pattern threads: the pool's size
+  unsigned probe = 16;               // server: silent clients at most, in concurrency
+  std::optional<std::uint32_t> max_questions;
+  std::optional<std::uint32_t> seed;  // server: the replies must follow this seed
+  bool error = false;                 // client: graded as client_questions -e
+  bool cycle = false;                 // client: graded as the lab's task
+  double delay = 2;                   // client, with --cycle: seconds before each question
+  std::string junit;                  // also write the results here, as JUnit XML
+};
+
+// Grading cannot run (the server never came up, the command cannot start): exit status 2.
+struct CannotGrade : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// What a check saw instead of what it expected: the end of its FAIL line. Never holds a port, a
+// time or a process id, so that the report is the same on every run.
+struct Came : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The lines a grading script diffs: "PASS name" or "FAIL name: expected; came", then a score.
+class Report {
+ public:
+  void pass(std::string_view name);
+  void fail(std::string_view name, std::string_view expected, std::string_view came);
+  // Prints "score K/N", writes the JUnit file if asked; the exit status: 0 all passed, else 1.
+  int finish(std::string_view suite, const std::string& junit_file) const;
+
+ private:
+  struct Result {
+    std::string name;
+    std::string failure;  // empty when the check passed
+  };
+  std::vector<Result> results_;
+};
+
+// A program grade started (the server or the client under test), with stdin from /dev/null and
+// stdout to `stdout_fd`. The destructor kills and reaps it if it still runs.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, int stdout_fd);  // CannotGrade if it cannot start
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // Waits at most `timeout` for the program to exit: its wait status, or nullopt if it still runs.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  void signal(int number) const;
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+// "exit status 1", "killed by signal 15 (Terminated)": how a wait status reads in a report.
+std::string describe_exit(int status);
+bool exited_zero(int status);
+
+// COMMAND ARGS with every {host} and {port} replaced.
+std::vector<std::string> substitute(std::vector<std::string> command, std::string_view host,
+                                    std::string_view port);
+
+// Reads from `sock` give up after `timeout` (EAGAIN): every wait of grade's is bounded.
+void set_receive_timeout(int sock, std::chrono::milliseconds timeout);
+
+// Text a program sent, as a report quotes it: escaped, in quotes, cut short after 80 bytes.
+std::string quote(std::string_view text);
+
+void grade_server(const GradeOptions& options, Report& report);
+void grade_client(const GradeOptions& options, Report& report);

@@ -1,0 +1,252 @@
+// grade: checks a sphinx server or client, in any language, and prints a report that is the same
+// on every run, for a grading script to diff. `grade server` plays the clients (server_checks.cpp),
+// `grade client` plays the server (client_checks.cpp). Exit status: 0 every check passed, 1 one
+// failed, 2 grading could not run.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "common/cli.hpp"
+#include "common/log.hpp"
+#include "grade/grade.hpp"
+
+extern char** environ;
+
+void Report::pass(std::string_view name) {
+  results_.push_back({std::string(name), ""});
+  log_line("PASS " + std::string(name));
+}
+
+void Report::fail(std::string_view name, std::string_view expected, std::string_view came) {
+  results_.push_back({std::string(name), std::string(expected) + "; " + std::string(came)});
+  log_line("FAIL " + std::string(name) + ": " + results_.back().failure);
+}
+
+namespace {
+std::string xml_escape(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '&') {
+      out += "&amp;";
+    } else if (c == '<') {
+      out += "&lt;";
+    } else if (c == '"') {
+      out += "&quot;";
+    } else {
+      out += c;  // the report's text is printable ASCII already (escape)
+    }
+  }
+  return out;
+}
+}  // namespace
+
+int Report::finish(std::string_view suite, const std::string& junit_file) const {
+  std::size_t passed = 0;
+  for (const Result& result : results_) passed += result.failure.empty() ? 1 : 0;
+  log_line("score " + std::to_string(passed) + "/" + std::to_string(results_.size()));
+  if (!junit_file.empty()) {
+    // One test case per check, no times: the file is as reproducible as the report.
+    std::ofstream xml(junit_file);
+    xml << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        << "<testsuite name=\"grade " << suite << "\" tests=\"" << results_.size()
+        << "\" failures=\"" << results_.size() - passed << "\">\n";
+    for (const Result& result : results_) {
+      xml << "  <testcase classname=\"grade." << suite << "\" name=\"" << xml_escape(result.name)
+          << "\"";
+      if (result.failure.empty()) {
+        xml << "/>\n";
+      } else {
+        xml << ">\n    <failure message=\"" << xml_escape(result.failure) << "\"/>\n"
+            << "  </testcase>\n";
+      }
+    }
+    xml << "</testsuite>\n";
+    if (!xml.flush()) throw CannotGrade("cannot write " + junit_file);
+  }
+  return passed == results_.size() ? 0 : 1;
+}
+
+Process::Process(const std::vector<std::string>& argv, int stdout_fd) {
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
+  // posix_spawnp searches PATH like a shell, and reports a program that cannot run (ENOENT,
+  // EACCES) as its result, not as an exit status of 127 that could be the program's own.
+  const int error = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) {
+    throw CannotGrade("cannot start " + quote(argv[0]) + ": " + std::strerror(error));
+  }
+}
+
+Process::~Process() {
+  if (!status_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!status_) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      status_ = status;
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      break;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a bounded wait for an exit
+    }
+  }
+  return status_;
+}
+
+void Process::signal(int number) const {
+  if (!status_) kill(pid_, number);
+}
+
+std::string describe_exit(int status) {
+  if (WIFSIGNALED(status)) {
+    return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  }
+  return "exit status " + std::to_string(WEXITSTATUS(status));
+}
+
+bool exited_zero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+std::vector<std::string> substitute(std::vector<std::string> command, std::string_view host,
+                                    std::string_view port) {
+  for (std::string& arg : command) {
+    for (const auto& [from, to] : {std::pair{std::string_view("{host}"), host},
+                                   std::pair{std::string_view("{port}"), port}}) {
+      for (std::size_t at = 0; (at = arg.find(from, at)) != std::string::npos; at += to.size()) {
+        arg.replace(at, from.size(), to);
+      }
+    }
+  }
+  return command;
+}
+
+void set_receive_timeout(int sock, std::chrono::milliseconds timeout) {
+  const timeval limit{.tv_sec = timeout.count() / 1000, .tv_usec = timeout.count() % 1000 * 1000};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+}
+
+std::string quote(std::string_view text) {
+  const std::size_t shown = 80;
+  return "'" + escape(text.substr(0, shown)) + (text.size() > shown ? "...'" : "'");
+}
+
+namespace {
+[[noreturn]] void usage_error(const ArgParser& args, const std::string& reason) {
+  std::fprintf(stderr, "grade: %s\n%s", reason.c_str(), args.usage().c_str());
+  std::exit(2);
+}
+
+// The command line: grade's own options, then "--" and the command to grade, which keeps its
+// options to itself.
+GradeOptions parse_options(int argc, char* argv[]) {
+  GradeOptions options;
+  int own = 1;
+  while (own < argc && std::strcmp(argv[own], "--") != 0) ++own;
+  for (int i = own + 1; i < argc; ++i) options.command.emplace_back(argv[i]);
+
+  unsigned threads = 0;  // 0: not given
+  unsigned probe = 0;
+  double delay = -1;
+  ArgParser args("grade",
+                 "server [OPTIONS] (HOST PORT | -- COMMAND ARGS...)\n"
+                 "       grade client [OPTIONS] -- COMMAND ARGS...\n"
+                 "In ARGS, {host} and {port} become the address grade chose.");
+  args.choice("MODE", "server: grade a server; client: grade a client", options.mode,
+              {"server", "client"});
+  args.positional("HOST", "server: the address of a server already running", options.host);
+  args.port("server: its port", options.port);
+  args.option("--pattern", "NAME",
+              "server: simple, threads or async; check how many clients it serves at once",
+              options.pattern, {"simple", "threads", "async"});
+  args.option("--threads", "server, --pattern threads: the pool's size (default 4)", threads, 1);
+  args.option("--probe", "server, --pattern: silent clients to open at most (default 16)", probe,
+              2);
+  args.option("--max-questions",
+              "server: it closes after N replies; client, --cycle: close after N (default 10)",
+              options.max_questions);
+  args.option("--seed", "server: its replies follow --seed N", options.seed);
+  args.flag("--error", "client: graded as client_questions -e", options.error);
+  args.flag("--cycle", "client: graded as the lab's task (client_questions --cycle)",
+            options.cycle);
+  args.option("--delay", "client, --cycle: seconds it waits before each question (default 2)",
+              delay);
+  args.option("--junit", "FILE", "also write the results to FILE as JUnit XML", options.junit);
+  args.parse_or_exit(own, argv);
+
+  const bool server = options.mode == "server";
+  const bool has_command = own < argc;
+  if (server && has_command && !options.host.empty()) {
+    usage_error(args, "give HOST PORT or -- COMMAND ARGS..., not both");
+  }
+  if (server && !has_command && options.port.empty()) {
+    usage_error(args,
+                options.host.empty() ? "missing HOST PORT or -- COMMAND ARGS..." : "missing PORT");
+  }
+  if (!server && !options.host.empty()) {
+    usage_error(args, "client takes -- COMMAND ARGS..., not HOST PORT");
+  }
+  if (has_command && options.command.empty()) usage_error(args, "missing COMMAND after --");
+  if (!server && !has_command) usage_error(args, "missing -- COMMAND ARGS...");
+  if (!server && (!options.pattern.empty() || options.seed)) {
+    usage_error(args, "--pattern and --seed are for grading a server");
+  }
+  if (server && (options.error || options.cycle || delay >= 0)) {
+    usage_error(args, "--error, --cycle and --delay are for grading a client");
+  }
+  if (threads != 0 && options.pattern != "threads") {
+    usage_error(args, "--threads goes with --pattern threads");
+  }
+  if (probe != 0 && options.pattern.empty()) usage_error(args, "--probe goes with --pattern");
+  if (options.error && options.cycle) usage_error(args, "--error and --cycle exclude each other");
+  if (delay >= 0 && !options.cycle) usage_error(args, "--delay goes with --cycle");
+  if (!server && options.max_questions && !options.cycle) {
+    usage_error(args, "--max-questions goes with --cycle when grading a client");
+  }
+  options.threads = threads != 0 ? threads : 4;
+  options.probe = probe != 0 ? probe : 16;
+  if (options.pattern == "threads" && options.probe <= options.threads) {
+    usage_error(args, "--probe must be more than --threads, to see the pool full");
+  }
+  if (options.cycle && !options.max_questions) options.max_questions = 10;
+  if (options.cycle && options.max_questions == 0U) {
+    usage_error(args, "--max-questions must be at least 1 when grading a client");
+  }
+  options.delay = delay >= 0 ? delay : 2;
+  return options;
+}
+}  // namespace
+
+int main(int argc, char* argv[]) try {
+  const GradeOptions options = parse_options(argc, argv);
+  std::signal(SIGPIPE, SIG_IGN);  // a program under test that goes away is a finding, not a crash
+  Report report;
+  if (options.mode == "server") {
+    grade_server(options, report);
+  } else {
+    grade_client(options, report);
+  }
+  return report.finish(options.mode, options.junit);
+} catch (const std::exception& error) {
+  log_error(error.what());
+  return 2;
+}
