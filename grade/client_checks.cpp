@@ -24,6 +24,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 // grade's replies follow a fixed seed, so that what the client prints is the same on every run.
 constexpr std::uint32_t reply_seed = 42;
+// How long a client that is answered at once may take to ask again, or to exit.
+constexpr std::chrono::seconds patience{5};
 
 // grade's listener: 127.0.0.1 and a port the kernel chooses. Not get_server_socket, which prints
 // the port: grade's stdout is the report.
@@ -139,8 +141,9 @@ Conversation converse(int listener, Process& client, const GradeOptions& options
   talk.connected = true;
   talk.connected_at = Clock::now();
   // A client answered at once asks again at once; with --cycle, after its delay.
-  const auto patience = options.cycle ? milliseconds(options.delay * 1.25 + 2) : 5s;
-  set_receive_timeout(sock.get(), patience);
+  // With --cycle, the client waits its delay before each question.
+  set_receive_timeout(sock.get(), options.cycle ? milliseconds(options.delay * 1.25 + 2)
+                                                : std::chrono::milliseconds(patience));
   if (options.error) {
     read_until_closed(sock.get(), talk);
   } else {
@@ -236,13 +239,12 @@ void waits_before_each_question(const Conversation& talk, double delay) {
   Clock::time_point before = talk.connected_at;
   for (std::size_t i = 0; i < talk.asked_at.size(); ++i) {
     const double gap = std::chrono::duration<double>(talk.asked_at[i] - before).count();
-    const std::string after = i == 0 ? "the connection" : "question " + std::to_string(i);
-    const std::string which = "question " + std::to_string(i + 1);
-    if (gap < delay - slack) {
-      throw Came(which + " came less than " + seconds_text(delay - slack) + " after " + after);
-    }
-    if (gap > delay + slack) {
-      throw Came(which + " came more than " + seconds_text(delay + slack) + " after " + after);
+    if (gap < delay - slack || gap > delay + slack) {
+      std::string came = "question " + std::to_string(i + 1);
+      came += gap < delay ? " came less than " + seconds_text(delay - slack)
+                          : " came more than " + seconds_text(delay + slack);
+      came += i == 0 ? " after the connection" : " after question " + std::to_string(i);
+      throw Came(came);
     }
     before = talk.asked_at[i];
   }
@@ -268,7 +270,7 @@ void grade_client(const GradeOptions& options, Report& report) {
 
   // How long the client may take to exit: with --cycle, S + 1 s after grade closed.
   std::string when = "5 s after its last question";
-  auto exit_deadline = Clock::now() + 5s;
+  auto exit_deadline = Clock::now() + patience;
   if (talk.grade_closed_at) {
     when = seconds_text(options.delay + 1) + " after grade closed";
     exit_deadline = *talk.grade_closed_at + milliseconds(options.delay + 1);

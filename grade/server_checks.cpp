@@ -57,7 +57,9 @@ std::optional<std::string> receive_reply(int sock, Framer& buffer, std::string_v
   } catch (const std::system_error& error) {
     if (error.code() == std::errc::connection_reset) return std::nullopt;
     if (error.code() == std::errc::resource_unavailable_try_again) {
-      throw Came("no reply within " + std::to_string(reply_timeout.count()) + " s");
+      const std::string within = "within " + std::to_string(reply_timeout.count()) + " s";
+      if (buffer.pending().empty()) throw Came("no reply " + within);
+      throw Came("no whole reply " + within + ", only " + quote(buffer.pending()));
     }
     throw Came("recv: " + error.code().message());
   } catch (const std::length_error& error) {
