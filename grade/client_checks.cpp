@@ -69,7 +69,7 @@ struct Conversation {
 // --error: everything the client sends, until it closes.
 void read_until_closed(int sock, Conversation& talk) {
   char chunk[4096];
-  while (true) {
+  while (talk.sent.size() <= MAX_QUESTION) {
     const ssize_t received = recv(sock, chunk, sizeof chunk, 0);
     if (received > 0) {
       talk.sent.append(chunk, static_cast<std::size_t>(received));
@@ -82,14 +82,17 @@ void read_until_closed(int sock, Conversation& talk) {
       return;
     }
   }
+  talk.end = "it sent more than " + std::to_string(MAX_QUESTION) + " bytes";
 }
 
 // Answers every question as a sphinx server does, until the client closes or, with --cycle,
-// until N replies: then grade closes as the servers here do (half-close, drain, close).
+// until N replies: then grade closes as the servers here do (half-close, drain, close). Without
+// --cycle, a client that goes on asking is cut off after 100 questions.
 void answer_questions(int sock, const GradeOptions& options, Conversation& talk) {
   Framer buffer(MAX_QUESTION, "question");
   std::mt19937 gen = make_generator(reply_seed);
-  while (!options.cycle || talk.questions.size() < *options.max_questions) {
+  const std::size_t limit = options.cycle ? *options.max_questions : 100;
+  while (talk.questions.size() < limit) {
     std::optional<std::string> question;
     try {
       question = recv_upto(sock, buffer, '?');
@@ -121,10 +124,16 @@ void answer_questions(int sock, const GradeOptions& options, Conversation& talk)
       return;
     }
   }
+  if (!options.cycle) {
+    talk.end = "it went on asking";
+    return;
+  }
   shutdown(sock, SHUT_WR);  // the end of the stream the client waits for
   talk.grade_closed_at = Clock::now();
+  // Drain what the client still sends until it closes, as long as it has to exit anyway.
+  const auto deadline = *talk.grade_closed_at + milliseconds(options.delay + 1);
   char chunk[4096];
-  while (recv(sock, chunk, sizeof chunk, 0) > 0) {
+  while (Clock::now() < deadline && recv(sock, chunk, sizeof chunk, 0) > 0) {
   }
 }
 
@@ -181,8 +190,12 @@ std::string lines_text(std::size_t count) {
 std::string what_it_asked(const Conversation& talk) {
   if (!talk.connected) return "it never connected";
   std::string text = talk.questions.empty() ? "it asked nothing" : "it asked ";
-  for (std::size_t i = 0; i < talk.questions.size(); ++i) {
+  const std::size_t shown = 4;
+  for (std::size_t i = 0; i < talk.questions.size() && i < shown; ++i) {
     text += (i == 0 ? "" : ", ") + quote(talk.questions[i]);
+  }
+  if (talk.questions.size() > shown) {
+    text += " and " + std::to_string(talk.questions.size() - shown) + " more";
   }
   if (talk.end.empty()) return text;
   return text + ", then " + (talk.end == "closed" ? "closed" : talk.end);

@@ -84,7 +84,7 @@ std::vector<std::string> substitute(std::vector<std::string> command, std::strin
 // Reads from `sock` give up after `timeout` (EAGAIN): every wait of grade's is bounded.
 void set_receive_timeout(int sock, std::chrono::milliseconds timeout);
 
-// Text a program sent, as a report quotes it: escaped, in quotes, cut short after 80 bytes.
+// Text a program sent, as a report quotes it: escaped, in quotes, cut short at about 80 bytes.
 std::string quote(std::string_view text);
 
 void grade_server(const GradeOptions& options, Report& report);

@@ -146,8 +146,10 @@ void set_receive_timeout(int sock, std::chrono::milliseconds timeout) {
 }
 
 std::string quote(std::string_view text) {
-  const std::size_t shown = 80;
-  return "'" + escape(text.substr(0, shown)) + (text.size() > shown ? "...'" : "'");
+  std::string shown;
+  std::size_t used = 0;
+  while (used < text.size() && shown.size() < 80) shown += escape(text.substr(used++, 1));
+  return "'" + shown + (used < text.size() ? "...'" : "'");
 }
 
 namespace {
