@@ -288,7 +288,8 @@ class StartedServer {
   [[nodiscard]] const Target& target() const { return target_; }
 
   // After a failed check: a server that died is started again, so one crash fails one check.
-  void restart_if_ended(std::string_view check) {
+  // Returns how it ended, if it did.
+  std::optional<int> restart_if_ended(std::string_view check) {
     // The failed connection may have come while the server was still on its way out.
     const auto deadline = std::chrono::steady_clock::now() + 5s;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -297,11 +298,12 @@ class StartedServer {
                   "; starting it again for the next checks");
         process_.reset();
         start();
-        return;
+        return status;
       }
-      if (accepts_connections(target_)) return;
+      if (accepts_connections(target_)) return std::nullopt;
       std::this_thread::sleep_for(20ms);
     }
+    return std::nullopt;
   }
 
   void clean_shutdown() {
@@ -346,8 +348,11 @@ void grade_server(const GradeOptions& options, Report& report) {
       run(started ? started->target() : Target{options.host, options.port});
       report.pass(name);
     } catch (const Came& came) {
-      report.fail(name, expected, came.what());
-      if (started) started->restart_if_ended(name);
+      // A server that died: that is what came. (How its death showed, a refused connection or
+      // a closed one, depends on timing; the report does not.)
+      const std::optional<int> ended = started ? started->restart_if_ended(name) : std::nullopt;
+      report.fail(name, expected,
+                  ended ? "the server ended (" + describe_exit(*ended) + ")" : came.what());
     }
   };
 

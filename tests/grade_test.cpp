@@ -159,6 +159,21 @@ TEST(GradeServer, SaysHowManyRepliesCameWhenTheLimitIsIgnored) {
             "5 replies to 8 questions, then the end of the stream; 8 replies to 8 questions");
 }
 
+// A server that dies is started again for the next checks; its check says how it ended, which,
+// unlike how the next connection failed, is the same on every run.
+TEST(GradeServer, SaysTheServerEndedAndGoesOnWithTheNextChecks) {
+  const Graded graded =
+      run_grade({"server", "--", BROKEN_SERVER, "dies-on-error", "{host}", "{port}"});
+  EXPECT_EQ(reason(graded, "survives-client-error"),
+            "a new client answered after one sent a question without its '?' and closed; the "
+            "server ended (exit status 1)");
+  EXPECT_NE(graded.err.find("grade: the server ended (exit status 1) during survives-client-error; "
+                            "starting it again for the next checks\n"),
+            std::string::npos)
+      << graded.err;
+  EXPECT_EQ(graded.passed.size(), 5U) << graded.report;
+}
+
 // The lab's own Python server (tests/lab_server.py, from the lab's text): its recv_upto keeps
 // nothing after the first '?'.
 TEST(GradeServer, FailsTheLabsPythonServerOnQuestionsInOnePacketOnly) {
