@@ -1,7 +1,6 @@
 // grade client: grade plays the server, on a port of its own, so it knows what each question
 // should get and when each came. It serves the one client the command starts, keeps what that
 // client prints, then judges the conversation.
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -26,23 +25,6 @@ namespace {
 constexpr std::uint32_t reply_seed = 42;
 // How long a client that is answered at once may take to ask again, or to exit.
 constexpr std::chrono::seconds patience{5};
-
-// grade's listener: 127.0.0.1 and a port the kernel chooses. Not get_server_socket, which prints
-// the port: grade's stdout is the report.
-Fd listen_on_loopback(std::string& port) {
-  Fd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (!listener || bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-      listen(listener.get(), SOMAXCONN) != 0 ||
-      getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw std::system_error(errno, std::generic_category(), "cannot listen on 127.0.0.1");
-  }
-  port = std::to_string(ntohs(address.sin_port));
-  return listener;
-}
 
 std::chrono::milliseconds milliseconds(double seconds) {
   return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
@@ -274,7 +256,10 @@ void stops_when_the_server_closes(const Conversation& talk, const std::optional<
 
 void grade_client(const GradeOptions& options, Report& report) {
   std::string port;
-  const Fd listener = listen_on_loopback(port);
+  const Fd listener = bind_loopback(port);
+  if (listen(listener.get(), SOMAXCONN) != 0) {
+    throw std::system_error(errno, std::generic_category(), "listen");
+  }
   // The client's stdout goes to a file in memory: it can print any amount without blocking.
   const Fd printed_fd(memfd_create("client stdout", MFD_CLOEXEC));
   if (!printed_fd) throw std::system_error(errno, std::generic_category(), "memfd_create");

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/fd.hpp"
+
 // What grade's three files share: the command line, the report, and the programs grade starts.
 
 struct GradeOptions {
@@ -80,6 +82,10 @@ bool exited_zero(int status);
 // COMMAND ARGS with every {host} and {port} replaced.
 std::vector<std::string> substitute(std::vector<std::string> command, std::string_view host,
                                     std::string_view port);
+
+// A TCP socket bound to 127.0.0.1 and a port the kernel chose, written in `port`. Not
+// get_server_socket, which prints the port: grade's stdout is the report.
+Fd bind_loopback(std::string& port);
 
 // Reads from `sock` give up after `timeout` (EAGAIN): every wait of grade's is bounded.
 void set_receive_timeout(int sock, std::chrono::milliseconds timeout);

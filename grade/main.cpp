@@ -3,6 +3,7 @@
 // `grade client` plays the server (client_checks.cpp). Exit status: 0 every check passed, 1 one
 // failed, 2 grading could not run.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <system_error>
 #include <thread>
 
 #include "common/cli.hpp"
@@ -138,6 +140,20 @@ std::vector<std::string> substitute(std::vector<std::string> command, std::strin
     }
   }
   return command;
+}
+
+Fd bind_loopback(std::string& port) {
+  Fd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  // port 0: the kernel chooses
+  socklen_t length = sizeof address;
+  if (!sock || bind(sock.get(), reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+      getsockname(sock.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    throw std::system_error(errno, std::generic_category(), "cannot bind 127.0.0.1");
+  }
+  port = std::to_string(ntohs(address.sin_port));
+  return sock;
 }
 
 void set_receive_timeout(int sock, std::chrono::milliseconds timeout) {

@@ -252,19 +252,13 @@ void seeded_replies(const Target& target, std::uint32_t seed, unsigned count) {
   }
 }
 
-// A port nobody listens on now: bind port 0 and read what the kernel chose. Another program could
-// take it before the server binds it; then the server does not come up, and grade says so.
+// A port nobody listens on now: the kernel's choice for a socket that is closed at once. Another
+// program could take it before the server binds it; then the server does not come up, and grade
+// says so.
 std::string free_port() {
-  const Fd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (!sock || bind(sock.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      getsockname(sock.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw std::system_error(errno, std::generic_category(), "cannot find a free port");
-  }
-  return std::to_string(ntohs(address.sin_port));
+  std::string port;
+  bind_loopback(port);
+  return port;
 }
 
 bool accepts_connections(const Target& target) {
@@ -341,7 +335,12 @@ class StartedServer {
 
 void grade_server(const GradeOptions& options, Report& report) {
   std::optional<StartedServer> started;
-  if (!options.command.empty()) started.emplace(options.command);
+  if (!options.command.empty()) {
+    started.emplace(options.command);
+  } else if (!accepts_connections({options.host, options.port})) {
+    throw CannotGrade("no server accepts connections at " +
+                      format_address(options.host, options.port));
+  }
   const auto check = [&](std::string_view name, const std::string& expected,
                          const std::function<void(const Target&)>& run) {
     try {

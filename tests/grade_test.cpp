@@ -241,6 +241,9 @@ TEST(GradeServer, ExitsTwoWhenGradingCannotRun) {
   EXPECT_EQ(cannot_start.exit_code, 2);
   EXPECT_EQ(cannot_start.err,
             "grade: cannot start '/nonexistent/server': No such file or directory\n");
+  const Graded nobody_there = run_grade({"server", "127.0.0.1", "1"});
+  EXPECT_EQ(nobody_there.exit_code, 2);
+  EXPECT_EQ(nobody_there.err, "grade: no server accepts connections at 127.0.0.1:1\n");
   const Graded client_cannot_start = run_grade({"client", "--", "/nonexistent/client"});
   EXPECT_EQ(client_cannot_start.exit_code, 2);
 }
