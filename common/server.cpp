@@ -10,18 +10,19 @@
 
 #include "common/log.hpp"
 
-namespace {
 // Only what a signal handler may touch: lock-free atomics, and no call but shutdown() (which is
 // async-signal-safe); no lock, no allocation. A thread about to block on a socket puts it in a
 // slot of a list that only grows (to at most the number of sockets blocked on at once) and is
 // never freed, so the handler can walk it at any moment; a slot is reused once released.
-struct Slot {
+struct StopSlot {
   std::atomic<int> fd{-1};
   std::atomic<bool> taken{true};
-  Slot* next = nullptr;  // set before the slot is published, never changed after
+  StopSlot* next = nullptr;  // set before the slot is published, never changed after
 };
-static_assert(std::atomic<int>::is_always_lock_free && std::atomic<Slot*>::is_always_lock_free);
-std::atomic<Slot*> slots{nullptr};
+
+namespace {
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<StopSlot*>::is_always_lock_free);
+std::atomic<StopSlot*> slots{nullptr};
 std::atomic<bool> stopping{false};
 
 extern "C" void on_stop_signal(int /*signal*/) {
@@ -30,38 +31,30 @@ extern "C" void on_stop_signal(int /*signal*/) {
   errno = saved_errno;
 }
 
-Slot& take_slot() {
-  for (Slot* slot = slots.load(); slot != nullptr; slot = slot->next) {
+StopSlot& take_slot() {
+  for (StopSlot* slot = slots.load(); slot != nullptr; slot = slot->next) {
     bool taken = false;
     if (slot->taken.compare_exchange_strong(taken, true)) return *slot;
   }
-  auto* slot = new Slot;  // NOLINT(cppcoreguidelines-owning-memory): lives as long as the process
+  auto* slot = new StopSlot;  // never freed: the handler may walk the list at any moment
   slot->next = slots.load();
   while (!slots.compare_exchange_weak(slot->next, slot)) {
   }
   return *slot;
 }
-
-// While it lives, a stop shuts `sock` down, so this thread's blocking call on it returns.
-class ShutdownOnStop {
- public:
-  explicit ShutdownOnStop(int sock) : slot_(take_slot()) {
-    slot_.fd = sock;
-    // The stop came before the slot was filled. (Both sides use sequentially consistent
-    // atomics: either the handler sees the descriptor or this sees `stopping`.)
-    if (stopping) shutdown(sock, SHUT_RDWR);
-  }
-  ~ShutdownOnStop() {
-    slot_.fd = -1;
-    slot_.taken = false;
-  }
-  ShutdownOnStop(const ShutdownOnStop&) = delete;
-  ShutdownOnStop& operator=(const ShutdownOnStop&) = delete;
-
- private:
-  Slot& slot_;
-};
 }  // namespace
+
+ShutdownOnStop::ShutdownOnStop(int sock) : slot_(take_slot()) {
+  slot_.fd = sock;
+  // The stop came before the slot was filled. (Both sides use sequentially consistent atomics:
+  // either the handler sees the descriptor or this sees `stopping`.)
+  if (stopping) shutdown(sock, SHUT_RDWR);
+}
+
+ShutdownOnStop::~ShutdownOnStop() {
+  slot_.fd = -1;
+  slot_.taken = false;
+}
 
 void stop_on_signals() {
   struct sigaction action {};
@@ -73,7 +66,7 @@ void stop_on_signals() {
 
 void request_stop() {
   stopping = true;
-  for (Slot* slot = slots.load(); slot != nullptr; slot = slot->next) {
+  for (StopSlot* slot = slots.load(); slot != nullptr; slot = slot->next) {
     if (const int fd = slot->fd; fd >= 0) shutdown(fd, SHUT_RDWR);
   }
 }

@@ -21,6 +21,21 @@ void stop_on_signals();
 void request_stop();  // what the signal handler does, for a server that must stop on its own
 bool stop_requested();
 
+// While it lives, a stop shuts `sock` down, so a call blocked on it in this thread returns.
+// setup_connections guards its listener with one, process_connection its client; a server with
+// an accept loop of its own guards its listener the same way.
+struct StopSlot;
+class ShutdownOnStop {
+ public:
+  explicit ShutdownOnStop(int sock);
+  ~ShutdownOnStop();
+  ShutdownOnStop(const ShutdownOnStop&) = delete;
+  ShutdownOnStop& operator=(const ShutdownOnStop&) = delete;
+
+ private:
+  StopSlot& slot_;
+};
+
 // Stage 3: accept connections and hand each to process_connection, until stopped.
 void setup_connections(int listener, const ServerOptions& options);
 
