@@ -196,7 +196,8 @@ TEST(StopRequest, ReturnsEveryThreadBlockedInProcessConnectionHoweverMany) {
   bool all_returned = false;
   {
     std::unique_lock lock(mutex);
-    all_returned = changed.wait_for(lock, 5s, [&] { return returned == count; });
+    all_returned =
+        changed.wait_for(lock, std::chrono::seconds(5), [&] { return returned == count; });
     EXPECT_TRUE(all_returned) << returned << " of " << count << " threads returned";
   }
   if (!all_returned) clients.clear();  // an end of stream returns the threads left
