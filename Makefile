@@ -64,7 +64,8 @@ $(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 # A test seam: a library the tests load into server_epoll with LD_PRELOAD to make epoll_ctl
-# fail. Built without the sanitizers, whose runtime must come first: under them those tests skip.
+# fail. Built without the sanitizers; under AddressSanitizer, whose runtime must be loaded
+# first, those tests skip.
 SHIM := $(BUILD)/tests/shims/epoll_ctl_fail.so
 $(SHIM): tests/shims/epoll_ctl_fail.cpp
 	@mkdir -p $(@D)
