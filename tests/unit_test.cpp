@@ -233,7 +233,8 @@ TEST(Args, RejectsMalformedCommandLinesWithAReason) {
   EXPECT_EQ(usage_error({"--seed", "4294967296"}),
             "--seed must be a whole number from 0 to 4294967295, not '4294967296'");
   EXPECT_EQ(usage_error({"--threads", "0"}),
-            "--threads must be a whole number from 1 to 4294967295, not '0'");
+            "--threads must be a whole number from 1 to 100000, not '0' (each thread is a kernel "
+            "task with its own stack: 100000 is already past the limits of most systems)");
   EXPECT_EQ(usage_error({"a", "1", "b"}), "unexpected argument 'b'");
 }
 
