@@ -38,7 +38,7 @@ BROKEN_SERVER := $(BUILD)/broken_server
 
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null)
 
-# The run-* scenario (DESIGN §7).
+# The run-* scenario (README, "The lab's task").
 PORT ?= 1234
 CLIENTS ?= 3
 DELAY ?= 2
@@ -72,10 +72,19 @@ $(BIN)/grade: $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard grade/*.cpp)) $(BUILD)/co
 $(BROKEN_SERVER): $(BUILD)/tests/broken_server.o $(BUILD)/common.a
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"' \
-	-DBROKEN_SERVER='"$(CURDIR)/$(BROKEN_SERVER)"'
+# A test seam: a library the tests load into server_epoll with LD_PRELOAD to make epoll_ctl
+# fail. Built without the sanitizers; under AddressSanitizer, whose runtime must be loaded
+# first, those tests skip.
+SHIM := $(BUILD)/tests/shims/epoll_ctl_fail.so
+$(SHIM): tests/shims/epoll_ctl_fail.cpp
+	@mkdir -p $(@D)
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -Wpedantic $(WERROR) -shared -fPIC $< -o $@ -ldl
 
-$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
+$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
+$(BUILD)/tests/%.o: CPPFLAGS += -DEPOLL_CTL_FAIL_SHIM='"$(CURDIR)/$(SHIM)"'
+$(BUILD)/tests/%.o: CPPFLAGS += -DBROKEN_SERVER='"$(CURDIR)/$(BROKEN_SERVER)"'
+
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a | $(SHIM)
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
@@ -158,12 +167,12 @@ run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
-SOURCES = $(sort $(wildcard common/*.[ch]pp */main.cpp grade/*.[ch]pp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp))
+SOURCES = $(sort $(wildcard common/*.[ch]pp */main.cpp grade/*.[ch]pp tests/*.[ch]pp tests/fuzz/*.cpp tests/shims/*.cpp bench/*.cpp))
 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
-	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."' -DBROKEN_SERVER='"broken_server"'
+	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."' -DEPOLL_CTL_FAIL_SHIM='"shim.so"' -DBROKEN_SERVER='"broken_server"'
 
 format:
 	clang-format -i $(SOURCES)

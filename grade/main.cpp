@@ -169,11 +169,6 @@ std::string quote(std::string_view text) {
 }
 
 namespace {
-[[noreturn]] void usage_error(const ArgParser& args, const std::string& reason) {
-  std::fprintf(stderr, "grade: %s\n%s", reason.c_str(), args.usage().c_str());
-  std::exit(2);
-}
-
 // The command line: grade's own options, then "--" and the command to grade, which keeps its
 // options to itself.
 GradeOptions parse_options(int argc, char* argv[]) {
@@ -184,7 +179,7 @@ GradeOptions parse_options(int argc, char* argv[]) {
 
   unsigned threads = 0;  // 0: not given
   unsigned probe = 0;
-  double delay = -1;
+  std::optional<double> delay;
   ArgParser args("grade",
                  "server [OPTIONS] (HOST PORT | -- COMMAND ARGS...)\n"
                  "       grade client [OPTIONS] -- COMMAND ARGS...\n"
@@ -214,42 +209,44 @@ GradeOptions parse_options(int argc, char* argv[]) {
   const bool server = options.mode == "server";
   const bool has_command = own < argc;
   if (server && has_command && !options.host.empty()) {
-    usage_error(args, "give HOST PORT or -- COMMAND ARGS..., not both");
+    args.exit_usage_error("give HOST PORT or -- COMMAND ARGS..., not both");
   }
   if (server && !has_command && options.port.empty()) {
-    usage_error(args,
-                options.host.empty() ? "missing HOST PORT or -- COMMAND ARGS..." : "missing PORT");
+    args.exit_usage_error(options.host.empty() ? "missing HOST PORT or -- COMMAND ARGS..."
+                                               : "missing PORT");
   }
   if (!server && !options.host.empty()) {
-    usage_error(args, "client takes -- COMMAND ARGS..., not HOST PORT");
+    args.exit_usage_error("client takes -- COMMAND ARGS..., not HOST PORT");
   }
-  if (has_command && options.command.empty()) usage_error(args, "missing COMMAND after --");
-  if (!server && !has_command) usage_error(args, "missing -- COMMAND ARGS...");
+  if (has_command && options.command.empty()) args.exit_usage_error("missing COMMAND after --");
+  if (!server && !has_command) args.exit_usage_error("missing -- COMMAND ARGS...");
   if (!server && (!options.pattern.empty() || options.seed)) {
-    usage_error(args, "--pattern and --seed are for grading a server");
+    args.exit_usage_error("--pattern and --seed are for grading a server");
   }
-  if (server && (options.error || options.cycle || delay >= 0)) {
-    usage_error(args, "--error, --cycle and --delay are for grading a client");
+  if (server && (options.error || options.cycle || delay)) {
+    args.exit_usage_error("--error, --cycle and --delay are for grading a client");
   }
   if (threads != 0 && options.pattern != "threads") {
-    usage_error(args, "--threads goes with --pattern threads");
+    args.exit_usage_error("--threads goes with --pattern threads");
   }
-  if (probe != 0 && options.pattern.empty()) usage_error(args, "--probe goes with --pattern");
-  if (options.error && options.cycle) usage_error(args, "--error and --cycle exclude each other");
-  if (delay >= 0 && !options.cycle) usage_error(args, "--delay goes with --cycle");
+  if (probe != 0 && options.pattern.empty()) args.exit_usage_error("--probe goes with --pattern");
+  if (options.error && options.cycle) {
+    args.exit_usage_error("--error and --cycle exclude each other");
+  }
+  if (delay && !options.cycle) args.exit_usage_error("--delay goes with --cycle");
   if (!server && options.max_questions && !options.cycle) {
-    usage_error(args, "--max-questions goes with --cycle when grading a client");
+    args.exit_usage_error("--max-questions goes with --cycle when grading a client");
   }
   options.threads = threads != 0 ? threads : 4;
   options.probe = probe != 0 ? probe : 16;
   if (options.pattern == "threads" && options.probe <= options.threads) {
-    usage_error(args, "--probe must be more than --threads, to see the pool full");
+    args.exit_usage_error("--probe must be more than --threads, to see the pool full");
   }
   if (options.cycle && !options.max_questions) options.max_questions = 10;
   if (options.cycle && options.max_questions == 0U) {
-    usage_error(args, "--max-questions must be at least 1 when grading a client");
+    args.exit_usage_error("--max-questions must be at least 1 when grading a client");
   }
-  options.delay = delay >= 0 ? delay : 2;
+  options.delay = delay.value_or(2);
   return options;
 }
 }  // namespace
