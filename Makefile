@@ -59,13 +59,13 @@ $(BIN)/%: $(BUILD)/%/main.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
+$(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/bench/proc.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 $(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
 
-$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/bench/proc.o $(BUILD)/common.a
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
@@ -131,7 +131,7 @@ run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
-SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp)
+SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.[ch]pp)
 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
