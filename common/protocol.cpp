@@ -3,8 +3,11 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <system_error>
+#include <vector>
 
 std::mt19937 make_generator(std::optional<std::uint32_t> seed) {
   return std::mt19937(seed ? *seed : std::random_device{}());
@@ -12,6 +15,37 @@ std::mt19937 make_generator(std::optional<std::uint32_t> seed) {
 
 void make_reply(std::string_view question, std::mt19937& gen, std::string& out) {
   out.append(question).append(" ").append(replies[gen() % replies.size()]);
+}
+
+ReplySequence::ReplySequence(std::optional<std::uint32_t> seed) : seed_(seed) {
+  if (!seed) return;
+  // One table per seed, made by the first connection and kept: a server has one seed.
+  static std::mutex mutex;
+  static std::map<std::uint32_t, std::vector<std::uint8_t>> tables;
+  const std::scoped_lock lock(mutex);
+  std::vector<std::uint8_t>& table = tables[*seed];
+  if (table.empty()) {
+    std::mt19937 gen = make_generator(seed);
+    for (std::size_t k = 0; k < SHARED_REPLIES; ++k) table.push_back(gen() % replies.size());
+  }
+  shared_ = table.data();
+}
+
+std::string_view ReplySequence::next() {
+  if (!seed_) {
+    thread_local std::mt19937 gen = make_generator(std::nullopt);
+    return replies[gen() % replies.size()];
+  }
+  if (position_ < SHARED_REPLIES) return replies[shared_[position_++]];
+  if (!own_) {
+    own_ = std::make_unique<std::mt19937>(make_generator(seed_));
+    own_->discard(SHARED_REPLIES);
+  }
+  return replies[(*own_)() % replies.size()];
+}
+
+void make_reply(std::string_view question, ReplySequence& sequence, std::string& out) {
+  out.append(question).append(" ").append(sequence.next());
 }
 
 void Framer::append(std::string_view bytes) {

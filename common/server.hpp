@@ -1,6 +1,5 @@
 #pragma once
 
-#include <random>
 #include <string>
 
 #include "common/cli.hpp"
@@ -27,4 +26,4 @@ void setup_connections(int listener, const ServerOptions& options);
 void process_connection(Fd sock, const std::string& peer, const ServerOptions& options);
 
 // Stage 5: one question and its reply. False once the client has closed between questions.
-bool process_request(int sock, Framer& buffer, std::mt19937& gen);
+bool process_request(int sock, Framer& buffer, ReplySequence& sequence);

@@ -42,16 +42,15 @@ enum class Want : std::uint32_t {
 
 // One client: what handle_client's local variables are in the lab's asyncio server.
 struct Connection {
-  Connection(Fd socket, std::string address) : sock(std::move(socket)), peer(std::move(address)) {}
+  Connection(Fd socket, std::string address, std::optional<std::uint32_t> seed)
+      : sock(std::move(socket)), peer(std::move(address)), sequence(seed) {}
   Fd sock;
   std::string peer;
   Framer unread{MAX_QUESTION, "question"};  // bytes of questions not yet complete
   std::string unsent;                       // replies send() has not taken yet
   unsigned answered = 0;
   bool peer_closed = false;  // the client sent its end of stream
-  // Made at the first question: a std::mt19937 is 5,000 bytes, which 10,000 idle clients
-  // should not cost.
-  std::unique_ptr<std::mt19937> gen;
+  ReplySequence sequence;
   Want watched = Want::read;  // what epoll watches for now
 };
 
@@ -127,8 +126,7 @@ Want on_readable(Connection& c, const ServerOptions& options, std::span<char> bu
   while (!limit_reached(c, options)) {
     const std::optional<std::string_view> question = c.unread.next('?');
     if (!question) break;
-    if (!c.gen) c.gen = std::make_unique<std::mt19937>(make_generator(options.seed));
-    make_reply(*question, *c.gen, c.unsent);
+    make_reply(*question, c.sequence, c.unsent);
     ++c.answered;
   }
   return on_writable(c, options);
@@ -136,7 +134,8 @@ Want on_readable(Connection& c, const ServerOptions& options, std::span<char> bu
 
 // Stage 3 without blocking: accepts every client waiting in the backlog. False when out of
 // descriptors: the listener stays readable, so the loop must stop watching it for a while.
-bool accept_clients(int epoll, int listener, std::unordered_map<int, Connection>& connections) {
+bool accept_clients(int epoll, int listener, std::unordered_map<int, Connection>& connections,
+                    std::optional<std::uint32_t> seed) {
   while (true) {
     sockaddr_storage address{};
     socklen_t length = sizeof address;
@@ -146,7 +145,7 @@ bool accept_clients(int epoll, int listener, std::unordered_map<int, Connection>
     const int fd = sock.get();
     const std::string peer = format_address(reinterpret_cast<sockaddr*>(&address));
     watch(epoll, EPOLL_CTL_ADD, fd, Want::read);
-    connections.try_emplace(fd, std::move(sock), peer);
+    connections.try_emplace(fd, std::move(sock), peer, seed);
     log_line("Accepted connection from " + peer);
   }
 }
@@ -184,7 +183,7 @@ int main(int argc, char* argv[]) try {
         return 0;
       }
       if (fd == listener.get()) {
-        accepting = accept_clients(epoll.get(), fd, connections);
+        accepting = accept_clients(epoll.get(), fd, connections, options.seed);
         if (!accepting) watch(epoll.get(), EPOLL_CTL_MOD, fd, Want::close);  // pause: no events
         continue;
       }

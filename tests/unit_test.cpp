@@ -145,6 +145,26 @@ TEST(MakeReply, Seed42GivesTheGoldenSequence) {
   EXPECT_EQ(got, golden);
 }
 
+TEST(ReplySequence, IsTheSeedsSequenceOnEveryConnectionPastTheSharedTable) {
+  // Two connections side by side, one of them far ahead: each k-th reply is replies[x_k % 5],
+  // through the shared table and past it, on the generator of its own.
+  std::mt19937 gen = make_generator(42);
+  std::vector<std::string_view> expected;
+  for (std::size_t k = 0; k < SHARED_REPLIES + 1000; ++k) expected.push_back(replies[gen() % 5]);
+  ReplySequence ahead(42);
+  ReplySequence behind(42);
+  std::size_t wrong = 0;
+  for (std::size_t k = 0; k < expected.size(); ++k) {
+    wrong += ahead.next() != expected[k];
+    if (k % 2 == 0) wrong += behind.next() != expected[k / 2];
+  }
+  EXPECT_EQ(wrong, 0U);
+  ReplySequence other_seed(7);  // a table of its own
+  std::mt19937 gen7 = make_generator(7);
+  for (int k = 0; k < 100; ++k) wrong += other_seed.next() != replies[gen7() % 5];
+  EXPECT_EQ(wrong, 0U);
+}
+
 TEST(MakeReply, DifferentSeedsGiveDifferentSequences) {
   std::mt19937 a = make_generator(1);
   std::mt19937 b = make_generator(2);
@@ -240,7 +260,7 @@ TEST(Args, TakesOptionsBeforeAndAfterHostAndPort) {
   EXPECT_EQ(options.max_questions, 10U);
 }
 
-TEST(Args, ParsesOneCommandLineAfterAnother) {  // getopt_long's state is reset every time
+TEST(Args, ParsesOneCommandLineAfterAnother) {        // getopt_long's state is reset every time
   EXPECT_EQ(read_server({"-h", "x"}), std::nullopt);  // stops halfway
   EXPECT_EQ(parse_server({"h", "2"}).port, "2");
   EXPECT_THROW(read_server({"-xh"}), UsageError);  // stops within "-xh"
