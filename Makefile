@@ -12,8 +12,8 @@ BIN := bin
 # make test SANITIZE=address,undefined (or thread): everything, servers included, built with the
 # sanitizers into a directory of its own; any report fails the run.
 SANITIZE ?=
-ifneq ($(SANITIZE),)
 comma := ,
+ifneq ($(SANITIZE),)
 BUILD := build/sanitize-$(subst $(comma),-,$(SANITIZE))
 BIN := $(BUILD)/bin
 # Not vptr: on a cache miss it opens /proc/self/maps, which fails in the tests that exhaust a
@@ -46,7 +46,7 @@ SEED ?=
 .PHONY: all test fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
-all: $(PROGRAM_BINS)
+all: $(PROGRAM_BINS) compile_commands.json
 
 $(BUILD)/common.a: $(COMMON_OBJS)
 	$(AR) rcs $@ $^
@@ -133,10 +133,22 @@ run-async-sync: $(BIN)/async_sync
 
 SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.[ch]pp)
 
-lint:
+# How each source is compiled, for clangd (go-to-definition, errors as you type) and clang-tidy.
+# `make` rewrites it when the Makefile or the list of sources changes.
+space := $(empty) $(empty)
+CDB_FLAGS = $(subst $(space),$(comma)$(space),$(patsubst %,"%",$(CXX) $(filter-out -MMD -MP,$(CPPFLAGS)) $(CXXFLAGS)))
+CDB_TEST_FLAGS = , "-DBIN_DIR=\"$(CURDIR)/$(BIN)\"", "-DSOURCE_DIR=\"$(CURDIR)\""
+compile_commands.json: Makefile $(filter %.cpp,$(SOURCES))
+	@{ echo '['; sep=''; for f in $(filter %.cpp,$(SOURCES)); do \
+	  case $$f in tests/*) extra='$(CDB_TEST_FLAGS)';; *) extra='';; esac; \
+	  printf '%s{"directory": "%s", "file": "%s",\n "arguments": [%s%s, "-c", "%s"]}' \
+	    "$$sep" "$(CURDIR)" "$$f" '$(CDB_FLAGS)' "$$extra" "$$f"; sep=$$',\n'; \
+	done; echo; echo ']'; } > $@
+
+lint: compile_commands.json
 	clang-format --dry-run -Werror $(SOURCES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
-	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."'
+	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet -p . {}
 
 format:
 	clang-format -i $(SOURCES)
