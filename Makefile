@@ -43,7 +43,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test fuzz bench clean lint format help compare slides trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS) compile_commands.json
@@ -94,6 +94,10 @@ compare:
 	@case " $(PATTERNS) " in *" $(A) "*) ;; *) echo "A must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@case " $(PATTERNS) " in *" $(B) "*) ;; *) echo "B must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@diff -u server_$(A)/main.cpp server_$(B)/main.cpp; test $$? -le 1
+
+# docs/SLIDES.md: the blocking functions beside the event-loop handlers, cut from the sources.
+slides:
+	@bash scripts/slides.sh . > docs/SLIDES.md
 
 trace-simple: $(BIN)/server_simple $(BIN)/client_questions
 	@bash scripts/trace.sh $(BIN) server_simple simple
@@ -164,6 +168,7 @@ help:
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
 	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
+	@echo "make slides          docs/SLIDES.md: the blocking code beside the epoll handlers"
 	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
