@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-// The sphinx protocol (DESIGN §2): a question ends with '?', a reply is the question, a space
-// and one of five stock replies, which ends with '.'.
+// The sphinx protocol (docs/PROTOCOL.md): a question ends with '?', a reply is the question, a
+// space and one of five stock replies, which ends with '.'.
 inline constexpr std::array<std::string_view, 5> replies = {"Yes.", "Very likely.", "Maybe.",
                                                             "Not likely.", "No."};
 inline constexpr std::array<std::string_view, 3> questions = {
