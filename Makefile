@@ -59,6 +59,9 @@ $(BIN)/%: $(BUILD)/%/main.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
+# server_epoll's event-loop plumbing, beside its main.cpp.
+$(BIN)/server_epoll: $(BUILD)/server_epoll/loop.o
+
 $(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/bench/proc.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
@@ -144,7 +147,7 @@ run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
-SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp tests/shims/*.cpp bench/*.[ch]pp)
+SOURCES = $(wildcard common/*.[ch]pp $(PROGRAMS:%=%/*.[ch]pp) tests/*.[ch]pp tests/fuzz/*.cpp tests/shims/*.cpp bench/*.[ch]pp)
 
 # How each source is compiled, for clangd (go-to-definition, errors as you type) and clang-tidy.
 # `make` rewrites it when the Makefile or the list of sources changes.

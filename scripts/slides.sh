@@ -42,8 +42,8 @@ slide "Stages 4 and 5: the conversation" \
   "One function per client, which blocks in \`recv\` and \`send\`, against two handlers that never block: each does what it can now and returns what its connection waits for next." \
   common/server.cpp "process_connection process_request" server_epoll/main.cpp "on_readable on_writable"
 slide "Stage 3: accepting" \
-  "A thread blocks in \`accept4\` and serves the client before it accepts again, against a handler that accepts every waiting client and adds each to the table." \
-  common/server.cpp "setup_connections" server_epoll/main.cpp "accept_clients"
+  "A thread blocks in \`accept4\` and serves the client before it accepts again, against a handler that accepts every waiting client into the table, and pauses the listener while the server is out of descriptors." \
+  common/server.cpp "setup_connections" server_epoll/main.cpp "on_acceptable accept_clients"
 slide "The loop" \
   "The simple server's whole program, against the loop that serves whichever client is ready." \
   server_simple/main.cpp "main" server_epoll/main.cpp "main"
