@@ -116,7 +116,8 @@ std::string server_usage(std::string_view program, const ServerOptions& defaults
          "  --seed N              make replies reproducible: the same seed, the same replies\n"
          "  --max-questions N     close a connection after N replies (0: no limit; default " +
          std::to_string(defaults.max_questions) + ")\n" +
-         (threads ? "  --threads N           size of the thread pool (default 4, at most 100000)\n" : "") +
+         (threads ? "  --threads N           size of the thread pool (default 4, at most 100000)\n"
+                  : "") +
          extra.help + "  -h, --help            print this help and exit\n";
 }
 
