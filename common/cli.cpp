@@ -74,9 +74,8 @@ void check_arguments(const std::vector<std::string>& given,
     throw UsageError("unexpected argument " + quoted(given[names.size()]));
 }
 
-std::optional<ServerOptions> read_server_options(int argc, char* argv[], ServerOptions defaults,
+std::optional<ServerOptions> read_server_options(int argc, char* argv[], ServerOptions options,
                                                  const ExtraOptions& extra) {
-  ServerOptions& options = defaults;
   std::vector<option> longs = {{"seed", required_argument, nullptr, 's'},
                                {"max-questions", required_argument, nullptr, 'm'}};
   if (options.threads > 0) longs.push_back({"threads", required_argument, nullptr, 't'});

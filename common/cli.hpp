@@ -77,9 +77,9 @@ struct ExtraOptions {
   OptionHandler set;
 };
 
-// A server's command line over `defaults`: the server has --threads only where
-// defaults.threads > 0. nullopt after --help; throws UsageError.
-std::optional<ServerOptions> read_server_options(int argc, char* argv[], ServerOptions defaults,
+// A server's command line, over the defaults in `options`: the server has --threads only where
+// options.threads > 0. nullopt after --help; throws UsageError.
+std::optional<ServerOptions> read_server_options(int argc, char* argv[], ServerOptions options,
                                                  const ExtraOptions& extra = {});
 std::string server_usage(std::string_view program, const ServerOptions& defaults,
                          const ExtraOptions& extra = {});
