@@ -12,8 +12,8 @@ BIN := bin
 # make test SANITIZE=address,undefined (or thread): everything, servers included, built with the
 # sanitizers into a directory of its own; any report fails the run.
 SANITIZE ?=
-ifneq ($(SANITIZE),)
 comma := ,
+ifneq ($(SANITIZE),)
 BUILD := build/sanitize-$(subst $(comma),-,$(SANITIZE))
 BIN := $(BUILD)/bin
 # Not vptr: on a cache miss it opens /proc/self/maps, which fails in the tests that exhaust a
@@ -45,10 +45,10 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test grade fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test grade fuzz bench clean lint format help compare slides trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
-all: $(PROGRAM_BINS)
+all: $(PROGRAM_BINS) compile_commands.json
 
 $(BUILD)/common.a: $(COMMON_OBJS)
 	$(AR) rcs $@ $^
@@ -61,7 +61,10 @@ $(BIN)/%: $(BUILD)/%/main.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
+# server_epoll's event-loop plumbing, beside its main.cpp.
+$(BIN)/server_epoll: $(BUILD)/server_epoll/loop.o
+
+$(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/bench/proc.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
@@ -84,7 +87,7 @@ $(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(
 $(BUILD)/tests/%.o: CPPFLAGS += -DEPOLL_CTL_FAIL_SHIM='"$(CURDIR)/$(SHIM)"'
 $(BUILD)/tests/%.o: CPPFLAGS += -DBROKEN_SERVER='"$(CURDIR)/$(BROKEN_SERVER)"'
 
-$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a | $(SHIM)
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/bench/proc.o $(BUILD)/common.a | $(SHIM)
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
@@ -131,6 +134,10 @@ compare:
 	@case " $(PATTERNS) " in *" $(B) "*) ;; *) echo "B must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@diff -u server_$(A)/main.cpp server_$(B)/main.cpp; test $$? -le 1
 
+# docs/SLIDES.md: the blocking functions beside the event-loop handlers, cut from the sources.
+slides:
+	@bash scripts/slides.sh . > docs/SLIDES.md
+
 trace-simple: $(BIN)/server_simple $(BIN)/client_questions
 	@bash scripts/trace.sh $(BIN) server_simple simple
 trace-threads: $(BIN)/server_threads $(BIN)/client_questions
@@ -167,12 +174,25 @@ run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
-SOURCES = $(sort $(wildcard common/*.[ch]pp */main.cpp grade/*.[ch]pp tests/*.[ch]pp tests/fuzz/*.cpp tests/shims/*.cpp bench/*.cpp))
+SOURCES = $(wildcard common/*.[ch]pp $(PROGRAMS:%=%/*.[ch]pp) tests/*.[ch]pp tests/fuzz/*.cpp tests/shims/*.cpp bench/*.[ch]pp)
 
-lint:
+# How each source is compiled, for clangd (go-to-definition, errors as you type) and clang-tidy.
+# `make` rewrites it when the Makefile or the list of sources changes.
+space := $(empty) $(empty)
+CDB_FLAGS = $(subst $(space),$(comma)$(space),$(patsubst %,"%",$(CXX) $(filter-out -MMD -MP,$(CPPFLAGS)) $(CXXFLAGS)))
+CDB_TEST_FLAGS = , "-DBIN_DIR=\"$(CURDIR)/$(BIN)\"", "-DSOURCE_DIR=\"$(CURDIR)\"", \
+  "-DEPOLL_CTL_FAIL_SHIM=\"$(CURDIR)/$(SHIM)\"", "-DBROKEN_SERVER=\"$(CURDIR)/$(BROKEN_SERVER)\""
+compile_commands.json: Makefile $(filter %.cpp,$(SOURCES))
+	@{ echo '['; sep=''; for f in $(filter %.cpp,$(SOURCES)); do \
+	  case $$f in tests/*) extra='$(CDB_TEST_FLAGS)';; *) extra='';; esac; \
+	  printf '%s{"directory": "%s", "file": "%s",\n "arguments": [%s%s, "-c", "%s"]}' \
+	    "$$sep" "$(CURDIR)" "$$f" '$(CDB_FLAGS)' "$$extra" "$$f"; sep=$$',\n'; \
+	done; echo; echo ']'; } > $@
+
+lint: compile_commands.json
 	clang-format --dry-run -Werror $(SOURCES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
-	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."' -DEPOLL_CTL_FAIL_SHIM='"shim.so"' -DBROKEN_SERVER='"broken_server"'
+	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet -p . {}
 
 format:
 	clang-format -i $(SOURCES)
@@ -188,6 +208,7 @@ help:
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
 	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
+	@echo "make slides          docs/SLIDES.md: the blocking code beside the epoll handlers"
 	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
 	@echo "make grade           bin/grade against this repository's own servers and client"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"

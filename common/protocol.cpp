@@ -3,10 +3,11 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <system_error>
-
-#include "common/log.hpp"
+#include <vector>
 
 std::mt19937 make_generator(std::optional<std::uint32_t> seed) {
   return std::mt19937(seed ? *seed : std::random_device{}());
@@ -14,6 +15,37 @@ std::mt19937 make_generator(std::optional<std::uint32_t> seed) {
 
 void make_reply(std::string_view question, std::mt19937& gen, std::string& out) {
   out.append(question).append(" ").append(replies[gen() % replies.size()]);
+}
+
+ReplySequence::ReplySequence(std::optional<std::uint32_t> seed) : seed_(seed) {
+  if (!seed) return;
+  // One table per seed, made by the first connection and kept: a server has one seed.
+  static std::mutex mutex;
+  static std::map<std::uint32_t, std::vector<std::uint8_t>> tables;
+  const std::scoped_lock lock(mutex);
+  std::vector<std::uint8_t>& table = tables[*seed];
+  if (table.empty()) {
+    std::mt19937 gen = make_generator(seed);
+    for (std::size_t k = 0; k < SHARED_REPLIES; ++k) table.push_back(gen() % replies.size());
+  }
+  shared_ = table.data();
+}
+
+std::string_view ReplySequence::next() {
+  if (!seed_) {
+    thread_local std::mt19937 gen = make_generator(std::nullopt);
+    return replies[gen() % replies.size()];
+  }
+  if (position_ < SHARED_REPLIES) return replies[shared_[position_++]];
+  if (!own_) {
+    own_ = std::make_unique<std::mt19937>(make_generator(seed_));
+    own_->discard(SHARED_REPLIES);
+  }
+  return replies[(*own_)() % replies.size()];
+}
+
+void make_reply(std::string_view question, ReplySequence& sequence, std::string& out) {
+  out.append(question).append(" ").append(sequence.next());
 }
 
 void Framer::append(std::string_view bytes) {
@@ -33,6 +65,23 @@ std::optional<std::string_view> Framer::next(char delimiter, std::size_t from) {
     throw std::length_error(what_ + " longer than " + std::to_string(max_) + " bytes");
   }
   return std::nullopt;
+}
+
+std::string escape(std::string_view bytes) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size());
+  for (const char c : bytes) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (byte >= 0x20 && byte < 0x7f) {
+      out += c;
+    } else {
+      out += {'\\', 'x', hex[byte >> 4], hex[byte & 0xf]};
+    }
+  }
+  return out;
 }
 
 std::runtime_error closed_mid_message(std::string_view pending) {

@@ -71,8 +71,6 @@ void request_stop() {
   }
 }
 
-bool stop_requested() { return stopping; }
-
 void setup_connections(int listener, const ServerOptions& options) {
   const ShutdownOnStop guard(listener);  // a stop makes accept return
   while (!stopping) {
@@ -94,7 +92,7 @@ void process_connection(Fd sock, const std::string& peer, const ServerOptions& o
   const ShutdownOnStop guard(sock.get());  // also while it lingers
   log_line("Accepted connection from " + peer);
   Framer buffer(MAX_QUESTION, "question");
-  std::mt19937 gen = make_generator(options.seed);
+  ReplySequence sequence(options.seed);
   try {
     for (unsigned answered = 0;; ++answered) {
       if (options.max_questions != 0 && answered == options.max_questions) {
@@ -102,7 +100,7 @@ void process_connection(Fd sock, const std::string& peer, const ServerOptions& o
                  " questions");
         break;
       }
-      if (!process_request(sock.get(), buffer, gen)) {
+      if (!process_request(sock.get(), buffer, sequence)) {
         if (!stopping) log_line("Client " + peer + " closed the connection");
         return;
       }
@@ -115,11 +113,11 @@ void process_connection(Fd sock, const std::string& peer, const ServerOptions& o
   if (!stopping) linger_before_close(sock.get());
 }
 
-bool process_request(int sock, Framer& buffer, std::mt19937& gen) {
+bool process_request(int sock, Framer& buffer, ReplySequence& sequence) {
   const std::optional<std::string> question = recv_upto(sock, buffer, '?');
   if (!question) return false;
   std::string reply;
-  make_reply(*question, gen, reply);
+  make_reply(*question, sequence, reply);
   send_all(sock, reply);
   return true;
 }

@@ -1,6 +1,5 @@
 #pragma once
 
-#include <random>
 #include <string>
 
 #include "common/cli.hpp"
@@ -19,7 +18,6 @@
 // Works for any number of threads, pooled or one per connection.
 void stop_on_signals();
 void request_stop();  // what the signal handler does, for a server that must stop on its own
-bool stop_requested();
 
 // While it lives, a stop shuts `sock` down, so a call blocked on it in this thread returns.
 // setup_connections guards its listener with one, process_connection its client; a server with
@@ -44,4 +42,4 @@ void setup_connections(int listener, const ServerOptions& options);
 void process_connection(Fd sock, const std::string& peer, const ServerOptions& options);
 
 // Stage 5: one question and its reply. False once the client has closed between questions.
-bool process_request(int sock, Framer& buffer, std::mt19937& gen);
+bool process_request(int sock, Framer& buffer, ReplySequence& sequence);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +19,7 @@
 
 #include "common/cli.hpp"
 #include "common/log.hpp"
+#include "common/protocol.hpp"
 #include "grade/grade.hpp"
 
 extern char** environ;
@@ -169,9 +171,71 @@ std::string quote(std::string_view text) {
 }
 
 namespace {
+constexpr std::string_view usage =
+    "usage: grade server [OPTIONS] (HOST PORT | -- COMMAND ARGS...)\n"
+    "       grade client [OPTIONS] -- COMMAND ARGS...\n"
+    "In ARGS, {host} and {port} become the address grade chose.\n"
+    "  server                grade a server; HOST PORT: one already running\n"
+    "  client                grade a client\n"
+    "  --pattern NAME        server: simple, threads or async; check how many clients it serves\n"
+    "                        at once\n"
+    "  --threads N           server, --pattern threads: the pool's size (default 4)\n"
+    "  --probe K             server, --pattern: silent clients to open at most (default 16)\n"
+    "  --max-questions N     server: it closes after N replies; client, --cycle: close after N\n"
+    "                        (default 10)\n"
+    "  --seed N              server: its replies follow --seed N\n"
+    "  --error               client: graded as client_questions -e\n"
+    "  --cycle               client: graded as the lab's task (client_questions --cycle)\n"
+    "  --delay SECONDS       client, --cycle: seconds it waits before each question (default 2)\n"
+    "  --junit FILE          also write the results to FILE as JUnit XML\n"
+    "  -h, --help            print this help and exit\n";
+
+// What the options say together; throws UsageError where they contradict each other.
+void check_together(GradeOptions& options, bool has_command, unsigned threads, unsigned probe,
+                    std::optional<double> delay) {
+  const bool server = options.mode == "server";
+  if (server && has_command && !options.host.empty()) {
+    throw UsageError("give HOST PORT or -- COMMAND ARGS..., not both");
+  }
+  if (server && !has_command && options.port.empty()) {
+    throw UsageError(options.host.empty() ? "missing HOST PORT or -- COMMAND ARGS..."
+                                          : "missing PORT");
+  }
+  if (!server && !options.host.empty()) {
+    throw UsageError("client takes -- COMMAND ARGS..., not HOST PORT");
+  }
+  if (has_command && options.command.empty()) throw UsageError("missing COMMAND after --");
+  if (!server && !has_command) throw UsageError("missing -- COMMAND ARGS...");
+  if (!server && (!options.pattern.empty() || options.seed)) {
+    throw UsageError("--pattern and --seed are for grading a server");
+  }
+  if (server && (options.error || options.cycle || delay)) {
+    throw UsageError("--error, --cycle and --delay are for grading a client");
+  }
+  if (threads != 0 && options.pattern != "threads") {
+    throw UsageError("--threads goes with --pattern threads");
+  }
+  if (probe != 0 && options.pattern.empty()) throw UsageError("--probe goes with --pattern");
+  if (options.error && options.cycle) throw UsageError("--error and --cycle exclude each other");
+  if (delay && !options.cycle) throw UsageError("--delay goes with --cycle");
+  if (!server && options.max_questions && !options.cycle) {
+    throw UsageError("--max-questions goes with --cycle when grading a client");
+  }
+  options.threads = threads != 0 ? threads : 4;
+  options.probe = probe != 0 ? probe : 16;
+  if (options.pattern == "threads" && options.probe <= options.threads) {
+    throw UsageError("--probe must be more than --threads, to see the pool full");
+  }
+  if (options.cycle && !options.max_questions) options.max_questions = 10;
+  if (options.cycle && options.max_questions == 0U) {
+    throw UsageError("--max-questions must be at least 1 when grading a client");
+  }
+  options.delay = delay.value_or(2);
+}
+
 // The command line: grade's own options, then "--" and the command to grade, which keeps its
 // options to itself.
-GradeOptions parse_options(int argc, char* argv[]) {
+std::optional<GradeOptions> read_options(int argc, char* argv[]) {
   GradeOptions options;
   int own = 1;
   while (own < argc && std::strcmp(argv[own], "--") != 0) ++own;
@@ -180,79 +244,51 @@ GradeOptions parse_options(int argc, char* argv[]) {
   unsigned threads = 0;  // 0: not given
   unsigned probe = 0;
   std::optional<double> delay;
-  ArgParser args("grade",
-                 "server [OPTIONS] (HOST PORT | -- COMMAND ARGS...)\n"
-                 "       grade client [OPTIONS] -- COMMAND ARGS...\n"
-                 "In ARGS, {host} and {port} become the address grade chose.");
-  args.choice("MODE", "server: grade a server; client: grade a client", options.mode,
-              {"server", "client"});
-  args.positional("HOST", "server: the address of a server already running", options.host);
-  args.port("server: its port", options.port);
-  args.option("--pattern", "NAME",
-              "server: simple, threads or async; check how many clients it serves at once",
-              options.pattern, {"simple", "threads", "async"});
-  args.option("--threads", "server, --pattern threads: the pool's size (default 4)", threads, 1);
-  args.option("--probe", "server, --pattern: silent clients to open at most (default 16)", probe,
-              2);
-  args.option("--max-questions",
-              "server: it closes after N replies; client, --cycle: close after N (default 10)",
-              options.max_questions);
-  args.option("--seed", "server: its replies follow --seed N", options.seed);
-  args.flag("--error", "client: graded as client_questions -e", options.error);
-  args.flag("--cycle", "client: graded as the lab's task (client_questions --cycle)",
-            options.cycle);
-  args.option("--delay", "client, --cycle: seconds it waits before each question (default 2)",
-              delay);
-  args.option("--junit", "FILE", "also write the results to FILE as JUnit XML", options.junit);
-  args.parse_or_exit(own, argv);
-
-  const bool server = options.mode == "server";
-  const bool has_command = own < argc;
-  if (server && has_command && !options.host.empty()) {
-    args.exit_usage_error("give HOST PORT or -- COMMAND ARGS..., not both");
+  const std::array<option, 9> long_options = {{{"pattern", required_argument, nullptr, 'p'},
+                                               {"threads", required_argument, nullptr, 't'},
+                                               {"probe", required_argument, nullptr, 'k'},
+                                               {"max-questions", required_argument, nullptr, 'm'},
+                                               {"seed", required_argument, nullptr, 's'},
+                                               {"error", no_argument, nullptr, 'e'},
+                                               {"cycle", no_argument, nullptr, 'c'},
+                                               {"delay", required_argument, nullptr, 'd'},
+                                               {"junit", required_argument, nullptr, 'j'}}};
+  const auto arguments =
+      parse_command_line(own, argv, "", long_options, [&](int val, const char* value) {
+        if (val == 'p') {
+          options.pattern = value;
+          if (options.pattern != "simple" && options.pattern != "threads" &&
+              options.pattern != "async") {
+            throw UsageError("--pattern must be simple, threads or async, not '" + escape(value) +
+                             "'");
+          }
+        }
+        if (val == 't') threads = parse_uint(value, "--threads", 1, max_threads);
+        if (val == 'k') probe = parse_uint(value, "--probe", 2);
+        if (val == 'm') options.max_questions = parse_uint(value, "--max-questions");
+        if (val == 's') options.seed = parse_uint(value, "--seed");
+        if (val == 'e') options.error = true;
+        if (val == 'c') options.cycle = true;
+        if (val == 'd') delay = parse_seconds(value, "--delay");
+        if (val == 'j') options.junit = value;
+      });
+  if (!arguments) return std::nullopt;
+  check_arguments(*arguments, {"MODE", "HOST", "PORT"}, 1);
+  options.mode = (*arguments)[0];
+  if (options.mode != "server" && options.mode != "client") {
+    throw UsageError("MODE must be server or client, not '" + escape(options.mode) + "'");
   }
-  if (server && !has_command && options.port.empty()) {
-    args.exit_usage_error(options.host.empty() ? "missing HOST PORT or -- COMMAND ARGS..."
-                                               : "missing PORT");
-  }
-  if (!server && !options.host.empty()) {
-    args.exit_usage_error("client takes -- COMMAND ARGS..., not HOST PORT");
-  }
-  if (has_command && options.command.empty()) args.exit_usage_error("missing COMMAND after --");
-  if (!server && !has_command) args.exit_usage_error("missing -- COMMAND ARGS...");
-  if (!server && (!options.pattern.empty() || options.seed)) {
-    args.exit_usage_error("--pattern and --seed are for grading a server");
-  }
-  if (server && (options.error || options.cycle || delay)) {
-    args.exit_usage_error("--error, --cycle and --delay are for grading a client");
-  }
-  if (threads != 0 && options.pattern != "threads") {
-    args.exit_usage_error("--threads goes with --pattern threads");
-  }
-  if (probe != 0 && options.pattern.empty()) args.exit_usage_error("--probe goes with --pattern");
-  if (options.error && options.cycle) {
-    args.exit_usage_error("--error and --cycle exclude each other");
-  }
-  if (delay && !options.cycle) args.exit_usage_error("--delay goes with --cycle");
-  if (!server && options.max_questions && !options.cycle) {
-    args.exit_usage_error("--max-questions goes with --cycle when grading a client");
-  }
-  options.threads = threads != 0 ? threads : 4;
-  options.probe = probe != 0 ? probe : 16;
-  if (options.pattern == "threads" && options.probe <= options.threads) {
-    args.exit_usage_error("--probe must be more than --threads, to see the pool full");
-  }
-  if (options.cycle && !options.max_questions) options.max_questions = 10;
-  if (options.cycle && options.max_questions == 0U) {
-    args.exit_usage_error("--max-questions must be at least 1 when grading a client");
-  }
-  options.delay = delay.value_or(2);
+  if (arguments->size() > 1) options.host = (*arguments)[1];
+  if (arguments->size() > 2) options.port = (*arguments)[2];
+  if (!options.port.empty()) parse_uint(options.port, "PORT", 0, 65535);
+  check_together(options, own < argc, threads, probe, delay);
   return options;
 }
 }  // namespace
 
 int main(int argc, char* argv[]) try {
-  const GradeOptions options = parse_options(argc, argv);
+  const GradeOptions options =
+      options_or_exit("grade", usage, [&] { return read_options(argc, argv); });
   std::signal(SIGPIPE, SIG_IGN);  // a program under test that goes away is a finding, not a crash
   Report report;
   if (options.mode == "server") {

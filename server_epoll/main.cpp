@@ -1,122 +1,105 @@
 // server_epoll: the lab's asynchronous server, written by hand. One thread, non-blocking
-// sockets, and an epoll loop that serves whichever client is ready: what asyncio hides.
+// sockets, and an epoll loop that serves whichever client is ready: what asyncio hides. This
+// file is the lesson; server_epoll/loop.cpp is the epoll plumbing under it.
 //
 //   the lab's asyncio                    here
-//   asyncio.start_server(handle_client)  get_server_socket, then epoll_ctl(ADD) of the listener
-//   handle_client(reader, writer)        a Connection in the table `connections`
+//   asyncio.start_server(handle_client)  get_server_socket, then the listener in the epoll set
+//   handle_client(reader, writer)        a Connection in the table, at its descriptor
 //   await reader.read()                  the descriptor is readable: on_readable
 //   writer.write(reply)                  make_reply appends to Connection::unsent
 //   await writer.drain()                 EPOLLOUT: on_writable sends what send() could not take
-//   writer.close()                       Stage::closing: the unsent replies, then a lingering close
-//   loop.run_forever()                   the while loop around epoll_wait
+//   writer.close()                       State::closing: the unsent replies, then a lingering close
+//   loop.run_forever()                   the while loop in main
 #include <fcntl.h>
-#include <sys/epoll.h>
-#include <sys/signalfd.h>
 
-#include <algorithm>
-#include <array>
 #include <cerrno>
-#include <chrono>
-#include <csignal>
 #include <deque>
 #include <memory>
-#include <optional>
 #include <span>
 #include <system_error>
-#include <unordered_map>
+#include <vector>
 
 #include "common/cli.hpp"
 #include "common/log.hpp"
 #include "common/net.hpp"
 #include "common/protocol.hpp"
+#include "server_epoll/loop.hpp"
 
 namespace {
-using Clock = std::chrono::steady_clock;
-
 // Back-pressure: once a client's replies pile up unsent past this, the server stops answering
 // it (its complete questions wait in the framer) and stops reading from it until they drain,
 // so a client that never reads cannot grow the server's memory.
 constexpr std::size_t MAX_UNSENT = std::size_t{64} * 1024;
-// Out of descriptors, the listener is not watched for this long, instead of spinning.
+// Out of descriptors, the listener is paused for this long, instead of spinning on it.
 constexpr std::chrono::milliseconds ACCEPT_PAUSE{100};
 
-// Every handler returns what its connection wants next. The loop asks epoll for that and calls
-// epoll_ctl only when it differs from what epoll already watches, so a steady exchange costs
-// one recv and one send per question, and no epoll_ctl.
-enum class Want : std::uint32_t {
-  read = EPOLLIN,                   // more questions
-  write = EPOLLOUT,                 // to finish sending replies, reading nothing meanwhile
-  read_write = EPOLLIN | EPOLLOUT,  // both
-  close = 0,                        // done: the handler has logged why
-};
+// Every handler returns what its connection waits for next. The loop tells epoll, and calls
+// epoll_ctl only when that changes, so a steady exchange costs one recv and one send per
+// question, and no epoll_ctl.
+enum class Want { read, write, read_write, close };
 
-// A close the server decides on (the question limit, a question it will not answer) lingers,
-// as linger_before_close does for the blocking servers, but without blocking the loop.
-enum class Stage {
+std::uint32_t events(Want want) {
+  switch (want) {
+    case Want::read:
+      return EPOLLIN;
+    case Want::write:
+      return EPOLLOUT;
+    case Want::read_write:
+      return EPOLLIN | EPOLLOUT;
+    case Want::close:
+      break;  // the loop closes it: nothing to watch
+  }
+  return 0;
+}
+
+// A close the server decides on (the question limit, a question it will not answer) lingers, as
+// linger_before_close does for the blocking servers, but without blocking the loop.
+enum class State {
   serving,    // answering questions
-  closing,    // answering no more: sending what is unsent, then the end of stream
+  closing,    // answering no more: sending what is unsent, then its end of stream
   lingering,  // reading and discarding until the client's end of stream, LINGER_BYTES or
-              // the deadline, whichever comes first
+              // the deadline
 };
 
 // One client: what handle_client's local variables are in the lab's asyncio server.
 struct Connection {
-  Connection(Fd socket, std::string address) : sock(std::move(socket)), peer(std::move(address)) {}
+  Connection(Fd socket, std::string address, std::optional<std::uint32_t> seed)
+      : sock(std::move(socket)), peer(std::move(address)), replies(seed) {}
   Fd sock;
   std::string peer;
   Framer unread{MAX_QUESTION, "question"};  // bytes of questions not yet answered
   std::string unsent;                       // replies send() has not taken yet
+  ReplySequence replies;
   unsigned answered = 0;
   bool peer_closed = false;  // the client sent its end of stream
-  // Made at the first question: a std::mt19937 is 5,000 bytes, which 10,000 idle clients
-  // should not cost.
-  std::unique_ptr<std::mt19937> gen;
+  State state = State::serving;
   Want watched = Want::read;  // what epoll watches for now
-  Stage stage = Stage::serving;
   std::size_t discarded = 0;  // lingering: bytes read and thrown away
   Clock::time_point linger_until;
 };
 
-// The lingering connections' deadlines, oldest first: each is LINGER_TIME after its start, so
-// the order they start in is the order they end in. An entry whose descriptor has been closed
-// meanwhile (or reused) no longer matches its connection's deadline and is skipped.
-using Deadlines = std::deque<std::pair<Clock::time_point, int>>;
+// The connections, indexed by descriptor (the lab's "dictionary of file handles to sockets"):
+// descriptors are small integers, so the table is an array, grown as they come.
+using Table = std::vector<std::unique_ptr<Connection>>;
+
+// The listener, accepting, or paused while the server is out of descriptors.
+struct Listener {
+  Fd sock;
+  enum class State { accepting, paused } state = State::accepting;
+  Clock::time_point resume_at{};
+};
 
 bool limit_reached(const Connection& c, const ServerOptions& options) {
   return options.max_questions != 0 && c.answered == options.max_questions;
 }
 
-Fd make_epoll_fd() {
-  Fd epoll(epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll) throw std::system_error(errno, std::generic_category(), "epoll_create1");
-  return epoll;
-}
-
-void watch(int epoll, int op, int fd, Want want) {
-  epoll_event event{.events = static_cast<std::uint32_t>(want), .data = {.fd = fd}};
-  if (epoll_ctl(epoll, op, fd, &event) != 0) {
-    throw std::system_error(errno, std::generic_category(), "epoll_ctl");
-  }
-}
-
-// SIGINT and SIGTERM as a readable descriptor, so they arrive through the same loop.
-Fd make_signal_fd() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigprocmask(SIG_BLOCK, &signals, nullptr);
-  Fd fd(signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!fd) throw std::system_error(errno, std::generic_category(), "signalfd");
-  return fd;
-}
-
-// Answers the complete questions the framer holds, until the limit or until the unsent replies
-// pass MAX_UNSENT. A question the server will not answer (too long, or cut short by the client's
-// end of stream) is logged, and the connection closes once the replies made before it are out.
+// Stage 5's make_reply for every complete question the framer holds, until the limit or until
+// the unsent replies pass MAX_UNSENT. A question it will not answer (too long, or cut short by
+// the client's end of stream) is logged, and the connection closes once the replies before it
+// are out.
 void answer(Connection& c, const ServerOptions& options) {
   try {
-    while (c.stage == Stage::serving && !limit_reached(c, options) &&
+    while (c.state == State::serving && !limit_reached(c, options) &&
            c.unsent.size() <= MAX_UNSENT) {
       const std::optional<std::string_view> question = c.unread.next('?');
       if (!question) {
@@ -125,35 +108,18 @@ void answer(Connection& c, const ServerOptions& options) {
         }
         return;
       }
-      if (!c.gen) c.gen = std::make_unique<std::mt19937>(make_generator(options.seed));
-      make_reply(*question, *c.gen, c.unsent);
+      make_reply(*question, c.replies, c.unsent);
       ++c.answered;
     }
   } catch (const std::exception& error) {
     log_line("Client " + c.peer + " error: " + error.what());
-    c.stage = Stage::closing;
+    c.state = State::closing;
   }
 }
 
-// Answers what it may of the complete questions, sends what it can of the unsent replies
-// without blocking, then says what comes next.
-Want on_writable(Connection& c, const ServerOptions& options, Deadlines& deadlines) {
-  answer(c, options);
-  if (!c.unsent.empty()) {
-    const ssize_t sent = send(c.sock.get(), c.unsent.data(), c.unsent.size(), MSG_NOSIGNAL);
-    if (sent >= 0) {
-      c.unsent.erase(0, static_cast<std::size_t>(sent));
-    } else if (errno != EAGAIN && errno != EINTR) {
-      throw std::system_error(errno, std::generic_category(), "send");
-    }
-  }
-  answer(c, options);  // what waited for the replies to drain: sent at the next EPOLLOUT
-  if (!c.unsent.empty()) {
-    const bool more_to_read = c.stage == Stage::serving && !limit_reached(c, options) &&
-                              !c.peer_closed && c.unsent.size() <= MAX_UNSENT;
-    return more_to_read ? Want::read_write : Want::write;
-  }
-  if (c.stage == Stage::serving) {
+// Every reply is out: stage 4's ending of the conversation, or more questions.
+Want all_sent(Connection& c, const ServerOptions& options) {
+  if (c.state == State::serving) {
     if (c.peer_closed) {
       log_line("Client " + c.peer + " closed the connection");
       return Want::close;
@@ -161,141 +127,169 @@ Want on_writable(Connection& c, const ServerOptions& options, Deadlines& deadlin
     if (!limit_reached(c, options)) return Want::read;
     log_line("Closing connection to " + c.peer + " after " + std::to_string(c.answered) +
              " questions");
-    c.stage = Stage::closing;
+    c.state = State::closing;
   }
-  if (c.stage == Stage::closing) {  // every reply is out: the end of stream, then the lingering
+  if (c.state == State::closing) {  // the end of stream, then the lingering
     if (c.peer_closed || shutdown(c.sock.get(), SHUT_WR) != 0) return Want::close;
-    c.stage = Stage::lingering;
+    c.state = State::lingering;
     c.linger_until = Clock::now() + LINGER_TIME;
-    deadlines.emplace_back(c.linger_until, c.sock.get());
   }
   return Want::read;
 }
 
-// Reads what has arrived, answers every complete question in it, and sends the replies.
-Want on_readable(Connection& c, const ServerOptions& options, std::span<char> buffer,
-                 Deadlines& deadlines) {
-  const ssize_t received = recv(c.sock.get(), buffer.data(), buffer.size(), 0);
-  if (received < 0) {
-    if (errno == EAGAIN || errno == EINTR) return c.watched;
-    if (c.stage == Stage::lingering) return Want::close;  // nothing left to deliver
-    throw std::system_error(errno, std::generic_category(), "recv");
+// Stage 5's send_all without blocking: sends what the socket takes now; the rest waits for
+// EPOLLOUT.
+Want on_writable(Connection& c, const ServerOptions& options) {
+  answer(c, options);
+  const ssize_t sent =
+      c.unsent.empty() ? 0 : send(c.sock.get(), c.unsent.data(), c.unsent.size(), MSG_NOSIGNAL);
+  if (sent >= 0) {
+    c.unsent.erase(0, static_cast<std::size_t>(sent));
+  } else if (errno != EAGAIN && errno != EINTR) {
+    throw std::system_error(errno, std::generic_category(), "send");
   }
-  if (c.stage == Stage::lingering) {
-    c.discarded += static_cast<std::size_t>(received);
-    return received == 0 || c.discarded >= LINGER_BYTES ? Want::close : Want::read;
-  }
-  if (received == 0) c.peer_closed = true;  // a half-close: it still gets what it asked for
-  c.unread.append({buffer.data(), static_cast<std::size_t>(received)});
-  return on_writable(c, options, deadlines);  // which answers what is complete
+  answer(c, options);  // what waited for the replies to drain
+  if (c.unsent.empty()) return all_sent(c, options);
+  const bool more_to_read = c.state == State::serving && !limit_reached(c, options) &&
+                            !c.peer_closed && c.unsent.size() <= MAX_UNSENT;
+  return more_to_read ? Want::read_write : Want::write;
 }
 
-// Stage 3 without blocking: accepts every client waiting in the backlog. False when out of
-// descriptors: the listener stays readable, so the loop must stop watching it for a while.
-// A client epoll cannot watch (out of kernel memory, or fs.epoll.max_user_watches reached) is
-// that client's error: it is logged and closed, and the server goes on.
-bool accept_clients(int epoll, int listener, std::unordered_map<int, Connection>& connections) {
+// Stage 6's recv without blocking: takes what has arrived, then answers what is complete.
+Want on_readable(Connection& c, const ServerOptions& options, std::span<char> buffer) {
+  const ssize_t received = recv(c.sock.get(), buffer.data(), buffer.size(), 0);
+  if (received < 0 && (errno == EAGAIN || errno == EINTR)) return c.watched;
+  if (c.state == State::lingering) {  // what it still sends is thrown away
+    c.discarded += static_cast<std::size_t>(std::max<ssize_t>(received, 0));
+    return received <= 0 || c.discarded >= LINGER_BYTES ? Want::close : Want::read;
+  }
+  if (received < 0) throw std::system_error(errno, std::generic_category(), "recv");
+  if (received == 0) c.peer_closed = true;  // a half-close: it still gets what it asked for
+  c.unread.append({buffer.data(), static_cast<std::size_t>(received)});
+  return on_writable(c, options);
+}
+
+// Stage 3 without blocking: accepts every client waiting in the backlog into the table. False
+// when out of descriptors. A client epoll cannot watch (out of kernel memory, or
+// fs.epoll.max_user_watches reached) is that client's error: logged and closed.
+bool accept_clients(const EventLoop& loop, int listener, Table& connections,
+                    const ServerOptions& options) {
   while (true) {
     sockaddr_storage address{};
     socklen_t length = sizeof address;
     Fd sock(accept4(listener, reinterpret_cast<sockaddr*>(&address), &length,
                     SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!sock) return errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM;
-    const int fd = sock.get();
     const std::string peer = format_address(reinterpret_cast<sockaddr*>(&address));
     log_line("Accepted connection from " + peer);
     try {
-      watch(epoll, EPOLL_CTL_ADD, fd, Want::read);
+      loop.add(sock.get(), events(Want::read));
     } catch (const std::system_error& error) {
       log_line("Client " + peer + " error: " + error.what());
       continue;  // closes it
     }
-    connections.try_emplace(fd, std::move(sock), peer);
+    const auto fd = static_cast<std::size_t>(sock.get());
+    if (fd >= connections.size()) connections.resize(fd + 1);
+    connections[fd] = std::make_unique<Connection>(std::move(sock), peer, options.seed);
   }
 }
 
-// How long epoll_wait may wait: until the nearest deadline, or for ever (-1) if none.
-int wait_timeout(std::optional<Clock::time_point> accept_again, const Deadlines& deadlines) {
-  std::optional<Clock::time_point> nearest = accept_again;
-  if (!deadlines.empty() && (!nearest || deadlines.front().first < *nearest)) {
-    nearest = deadlines.front().first;
+// The lingering connections' deadlines, the earliest first: each is LINGER_TIME after its start,
+// so they end in the order they start. One whose connection has gone meanwhile is skipped.
+using Deadlines = std::deque<std::pair<Clock::time_point, int>>;
+
+// A client's descriptor is ready: its handler, then what it waits for next. Whatever fails for
+// one client (its recv, its send, its epoll_ctl) closes that client, never the server.
+void serve(const EventLoop& loop, std::unique_ptr<Connection>& slot, std::uint32_t ready,
+           const ServerOptions& options, std::span<char> buffer, Deadlines& lingering) {
+  Connection& c = *slot;
+  const State before = c.state;
+  try {
+    const bool readable = (ready & EPOLLIN) || !(ready & EPOLLOUT);  // or an error: recv says
+    const Want want = readable && c.watched != Want::write ? on_readable(c, options, buffer)
+                                                           : on_writable(c, options);
+    if (want == Want::close) {
+      slot.reset();  // closing the descriptor takes it out of the epoll set too
+      return;
+    }
+    if (want != c.watched) loop.modify(c.sock.get(), events(want));
+    c.watched = want;
+  } catch (const std::exception& error) {
+    log_line("Client " + c.peer + " error: " + error.what());
+    slot.reset();
+    return;
   }
-  if (!nearest) return -1;
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(*nearest - Clock::now());
-  return static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0));
+  if (c.state == State::lingering && before != State::lingering) {
+    lingering.emplace_back(c.linger_until, c.sock.get());
+  }
+}
+
+// Stage 3's listener, paused while out of descriptors: the clients wait in the backlog, and
+// the loop wakes after ACCEPT_PAUSE to try again.
+void on_acceptable(const EventLoop& loop, Listener& listener, Table& connections,
+                   const ServerOptions& options) {
+  if (accept_clients(loop, listener.sock.get(), connections, options)) return;
+  loop.modify(listener.sock.get(), 0);
+  listener.state = Listener::State::paused;
+  listener.resume_at = Clock::now() + ACCEPT_PAUSE;
+}
+
+// When the loop must wake with nothing ready: the earliest deadline, if any.
+std::optional<Clock::time_point> next_deadline(const Listener& listener,
+                                               const Deadlines& lingering) {
+  std::optional<Clock::time_point> next;
+  if (listener.state == Listener::State::paused) next = listener.resume_at;
+  if (!lingering.empty() && (!next || lingering.front().first < *next)) {
+    next = lingering.front().first;
+  }
+  return next;
+}
+
+// What is due: the paused listener accepts again; a connection that has lingered LINGER_TIME
+// closes.
+void on_deadlines(const EventLoop& loop, Listener& listener, Table& connections,
+                  Deadlines& lingering) {
+  const Clock::time_point now = Clock::now();
+  if (listener.state == Listener::State::paused && listener.resume_at <= now) {
+    loop.modify(listener.sock.get(), EPOLLIN);
+    listener.state = Listener::State::accepting;
+  }
+  for (; !lingering.empty() && lingering.front().first <= now; lingering.pop_front()) {
+    auto& slot = connections[static_cast<std::size_t>(lingering.front().second)];
+    if (slot && slot->state == State::lingering && slot->linger_until == lingering.front().first) {
+      slot.reset();
+    }
+  }
 }
 }  // namespace
 
 int main(int argc, char* argv[]) try {
   const ServerOptions options =
       parse_server_options(argc, argv, "server_epoll", {.max_questions = 10});
-  const Fd signals = make_signal_fd();
-  const Fd epoll = make_epoll_fd();
-  const Fd listener = get_server_socket(options.host, options.port);  // stages 1-2
-  fcntl(listener.get(), F_SETFL, O_NONBLOCK);
-  watch(epoll.get(), EPOLL_CTL_ADD, listener.get(), Want::read);
-  watch(epoll.get(), EPOLL_CTL_ADD, signals.get(), Want::read);
+  EventLoop loop;  // first: a SIGINT or SIGTERM from now on comes through the loop
+  Listener listener{get_server_socket(options.host, options.port)};  // stages 1-2
+  fcntl(listener.sock.get(), F_SETFL, O_NONBLOCK);
+  loop.add(listener.sock.get(), EPOLLIN);
 
-  std::unordered_map<int, Connection> connections;  // the lab's "dictionary of file handles"
-  Deadlines deadlines;                              // of the lingering connections
-  std::optional<Clock::time_point> accept_again;    // out of descriptors: when to try again
-  std::array<epoll_event, 256> ready{};
+  Table connections;
+  Deadlines lingering;
   std::array<char, std::size_t{16} * 1024> buffer{};  // every recv lands here first
   while (true) {
-    const int count =
-        epoll_wait(epoll.get(), ready.data(), ready.size(), wait_timeout(accept_again, deadlines));
-    if (count < 0 && errno != EINTR) {
-      throw std::system_error(errno, std::generic_category(), "epoll_wait");
-    }
-    const Clock::time_point now = Clock::now();
-    if (accept_again && now >= *accept_again) {
-      watch(epoll.get(), EPOLL_CTL_MOD, listener.get(), Want::read);
-      accept_again.reset();
-    }
-    while (!deadlines.empty() && deadlines.front().first <= now) {
-      const auto found = connections.find(deadlines.front().second);
-      if (found != connections.end() && found->second.stage == Stage::lingering &&
-          found->second.linger_until == deadlines.front().first) {
-        connections.erase(found);  // lingered long enough
-      }
-      deadlines.pop_front();
-    }
-    for (int i = 0; i < count; ++i) {
-      const int fd = ready[i].data.fd;
-      if (fd == signals.get()) {
+    for (const epoll_event& event : loop.wait(next_deadline(listener, lingering))) {
+      const int fd = event.data.fd;
+      if (loop.is_signal(event)) {
         connections.clear();  // closes every connection
         log_line("Shutting down");
         return 0;
       }
-      if (fd == listener.get()) {
-        if (!accept_clients(epoll.get(), fd, connections)) {
-          watch(epoll.get(), EPOLL_CTL_MOD, fd, Want::close);  // pause: no events
-          accept_again = Clock::now() + ACCEPT_PAUSE;
-        }
-        continue;
-      }
-      const auto found = connections.find(fd);
-      // Closed earlier in this batch. (If accept reused its number meanwhile, the new client
-      // gets a spurious wake-up, which its recv answers with EAGAIN.)
-      if (found == connections.end()) continue;
-      Connection& c = found->second;
-      Want want = Want::close;
-      try {
-        const bool readable = (ready[i].events & EPOLLIN) || !(ready[i].events & EPOLLOUT);
-        want = readable && c.watched != Want::write ? on_readable(c, options, buffer, deadlines)
-                                                    : on_writable(c, options, deadlines);
-        if (want != Want::close && want != c.watched) {
-          watch(epoll.get(), EPOLL_CTL_MOD, fd, want);
-          c.watched = want;
-        }
-      } catch (const std::exception& error) {
-        log_line("Client " + c.peer + " error: " + error.what());
-        want = Want::close;
-      }
-      if (want == Want::close) {
-        connections.erase(found);  // closing the descriptor also takes it out of the epoll set
+      if (fd == listener.sock.get()) {
+        on_acceptable(loop, listener, connections, options);
+      } else {
+        serve(loop, connections[static_cast<std::size_t>(fd)], event.events, options, buffer,
+              lingering);
       }
     }
+    on_deadlines(loop, listener, connections, lingering);
   }
 } catch (const std::exception& error) {
   return fail(error);

@@ -123,6 +123,19 @@ TEST_P(Edges, TheLimitReachedWithBytesUnreadStillDeliversEveryReply) {
   EXPECT_TRUE(starts_with(server.read_line(), "Closing connection to "));
 }
 
+// A client that neither reads nor closes once the server has closed its side: the lingering
+// close ends at its deadline (2 s), not never, so such clients cannot pile up descriptors.
+TEST_P(Edges, ALingeringCloseEndsAtItsDeadlineWhenTheClientNeverCloses) {
+  Server server(GetParam(), {"--max-questions", "1"});
+  const int idle = fd_count(server.pid());
+  const Fd sock = connect_port(server.port);
+  EXPECT_TRUE(starts_with(server.read_line(), "Accepted connection from"));
+  send_all(sock.get(), "One?Two?");  // the second past the limit: it stays unread, then lingers
+  EXPECT_TRUE(starts_with(server.read_line(), "Closing connection to "));
+  EXPECT_EQ(fd_count(server.pid()), idle + 1);  // lingering
+  EXPECT_EQ(fd_count_settled(server.pid(), idle, 6s), idle);
+}
+
 // What was asked is answered, then the error is logged and the connection closed, whichever
 // the pattern, even when the valid question and the over-long one came in the same read.
 TEST_P(Edges, AValidQuestionThenAnOverLongOneInOneReadGetsItsReplyThenAClose) {

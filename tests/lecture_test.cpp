@@ -89,6 +89,17 @@ TEST(Compare, AnUnknownPatternIsAUsageError) {
   EXPECT_NE(make.err().find("B must be one of: simple threads epoll"), std::string::npos);
 }
 
+TEST(Slides, AreCurrentWithTheSources) {
+  Child slides("/usr/bin/env", {"bash", source_dir + "/scripts/slides.sh", source_dir});
+  EXPECT_EQ(slides.wait_exit(), 0) << slides.err();
+  EXPECT_EQ(slides.out(), read_file(source_dir + "/docs/SLIDES.md"))
+      << "docs/SLIDES.md is stale: run make slides";
+  for (const char* function : {"void process_connection(", "bool process_request(",
+                               "Want on_readable(", "Want on_writable("}) {
+    EXPECT_NE(slides.out().find(function), std::string::npos) << function;
+  }
+}
+
 TEST(TraceCondenser, TurnsARawStraceIntoOneLinePerCall) {
   Child condense("/usr/bin/env", {"bash", source_dir + "/scripts/condense_trace.sh",
                                   source_dir + "/tests/data/strace-threads.txt"});
