@@ -26,8 +26,10 @@ export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS := halt_on_error=1:second_deadlock_stack=1
 endif
 
-# Adding a program: put its main.cpp in NAME/ and add NAME here.
-PROGRAMS := server_simple server_threads server_epoll client_questions async_sync
+# Adding a program: put its main.cpp in NAME/ and add NAME here. A server added to SERVERS also
+# joins every test all servers share (tests/), make compare, make trace-* and make bench.
+SERVERS := server_simple server_threads server_epoll
+PROGRAMS := $(SERVERS) client_questions async_sync
 PROGRAM_BINS := $(PROGRAMS:%=$(BIN)/%) $(BIN)/loadgen
 
 COMMON_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard common/*.cpp))
@@ -43,7 +45,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test fuzz bench clean lint format help compare trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS)
@@ -64,6 +66,15 @@ $(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 $(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
+# The tests learn SERVERS at compile time; this file changes only when the list does, so a
+# server added above rebuilds the one object that uses it.
+$(BUILD)/tests/support.o: CPPFLAGS += -DSERVERS='"$(SERVERS)"'
+$(BUILD)/tests/support.o: $(BUILD)/servers.txt
+$(BUILD)/servers.txt: FORCE
+	@mkdir -p $(@D)
+	@echo '$(SERVERS)' | cmp -s - $@ || echo '$(SERVERS)' > $@
+.PHONY: FORCE
+FORCE:
 
 $(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
@@ -89,22 +100,20 @@ run-async: $(BIN)/server_epoll $(BIN)/client_questions
 # For the lecture: what changes between two patterns, and what each does in system calls.
 A ?= simple
 B ?= threads
-PATTERNS := simple threads epoll
+PATTERNS := $(SERVERS:server_%=%)
 compare:
 	@case " $(PATTERNS) " in *" $(A) "*) ;; *) echo "A must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@case " $(PATTERNS) " in *" $(B) "*) ;; *) echo "B must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@diff -u server_$(A)/main.cpp server_$(B)/main.cpp; test $$? -le 1
 
-trace-simple: $(BIN)/server_simple $(BIN)/client_questions
-	@bash scripts/trace.sh $(BIN) server_simple simple
-trace-threads: $(BIN)/server_threads $(BIN)/client_questions
-	@bash scripts/trace.sh $(BIN) server_threads threads
-trace-async: $(BIN)/server_epoll $(BIN)/client_questions
-	@bash scripts/trace.sh $(BIN) server_epoll async
+# trace-PATTERN for every server_PATTERN (a pattern rule: not .PHONY, which would skip it).
+trace-async: trace-epoll
+trace-%: $(BIN)/server_% $(BIN)/client_questions
+	@bash scripts/trace.sh $(BIN) server_$* $*
 
 # The pattern comparison (bench/run.sh); QUICK=1 for a short version.
-bench: $(BIN)/loadgen $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll
-	@bash bench/run.sh $(BIN) $(if $(QUICK),quick)
+bench: $(BIN)/loadgen $(SERVERS:%=$(BIN)/%)
+	@SERVERS='$(SERVERS)' bash bench/run.sh $(BIN) $(if $(QUICK),quick)
 
 # libFuzzer targets (clang only): the framer and the command-line parser. New inputs found go to
 # build/fuzz/corpus-NAME; the seeds are in tests/fuzz/corpus/NAME.
@@ -136,7 +145,7 @@ SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
-	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."'
+	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."' -DSERVERS='"$(SERVERS)"'
 
 format:
 	clang-format -i $(SOURCES)
@@ -151,8 +160,8 @@ help:
 	@echo "make run-threads     the same against server_threads"
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
-	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
-	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
+	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp ($(PATTERNS))"
+	@echo "make trace-simple    (trace-threads, trace-async, trace-PATTERN) a server's system calls, condensed"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make lint            clang-format, cppcheck, clang-tidy"
