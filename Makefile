@@ -61,7 +61,7 @@ $(BIN)/%: $(BUILD)/%/main.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
+$(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/bench/proc.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
@@ -76,7 +76,7 @@ $(BUILD)/servers.txt: FORCE
 .PHONY: FORCE
 FORCE:
 
-$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/bench/proc.o $(BUILD)/common.a
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
@@ -153,7 +153,7 @@ run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
-SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp)
+SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.[ch]pp)
 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)

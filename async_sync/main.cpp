@@ -23,6 +23,7 @@
 #include "common/cli.hpp"
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "common/protocol.hpp"
 
 namespace {
 std::string now() {  // the lab's time.strftime('%X')
@@ -88,18 +89,42 @@ void async_main(double delay, unsigned clients) {
   }
   log_line("end at time " + now());
 }
-}  // namespace
 
-int main(int argc, char* argv[]) try {
+constexpr std::string_view usage =
+    "usage: async_sync sync|async [--delay SECONDS] [--clients N]\n"
+    "  MODE                  sync: one client after another; async: all at once\n"
+    "  --delay SECONDS       seconds each simulated conversation takes (default 3)\n"
+    "  --clients N           how many clients to talk to (default 2)\n"
+    "  -h, --help            print this help and exit\n";
+
+struct Options {
   std::string mode;
   double delay = 3;
   unsigned clients = 2;
-  ArgParser args("async_sync", "sync|async [--delay SECONDS] [--clients N]");
-  args.choice("MODE", "sync: one client after another; async: all at once", mode,
-              {"sync", "async"});
-  args.option("--delay", "seconds each simulated conversation takes (default 3)", delay);
-  args.option("--clients", "how many clients to talk to (default 2)", clients, 1);
-  args.parse_or_exit(argc, argv);
+};
+
+std::optional<Options> read_options(int argc, char* argv[]) {
+  Options options;
+  const std::array<option, 2> long_options = {
+      {{"delay", required_argument, nullptr, 'd'}, {"clients", required_argument, nullptr, 'c'}}};
+  const auto arguments =
+      parse_command_line(argc, argv, "", long_options, [&](int val, const char* value) {
+        if (val == 'd') options.delay = parse_seconds(value, "--delay");
+        if (val == 'c') options.clients = parse_uint(value, "--clients", 1);
+      });
+  if (!arguments) return std::nullopt;
+  check_arguments(*arguments, {"MODE"}, 1);
+  options.mode = (*arguments)[0];
+  if (options.mode != "sync" && options.mode != "async") {
+    throw UsageError("MODE must be sync or async, not '" + escape(options.mode) + "'");
+  }
+  return options;
+}
+}  // namespace
+
+int main(int argc, char* argv[]) try {
+  const auto [mode, delay, clients] =
+      options_or_exit("async_sync", usage, [&] { return read_options(argc, argv); });
 
   const auto start = std::chrono::steady_clock::now();
   if (mode == "sync") {

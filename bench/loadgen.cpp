@@ -30,10 +30,10 @@
 #include <thread>
 #include <vector>
 
+#include "bench/proc.hpp"
 #include "common/cli.hpp"
 #include "common/log.hpp"
 #include "common/net.hpp"
-#include "common/proc.hpp"
 #include "common/protocol.hpp"
 
 namespace {
@@ -428,26 +428,71 @@ class LoadGenerator {
   Clock::time_point window_start_;
   double window_ = 0;
 };
+constexpr std::string_view usage =
+    "usage: loadgen HOST PORT [--connections N] [--pipeline N] [--seconds SECONDS] "
+    "[--warmup SECONDS] [--hold N] [--idle N] [--server-pid N] [--json]\n"
+    "  HOST                  the server's address\n"
+    "  PORT                  the server's port\n"
+    "  --connections N       connections to keep busy (default 1)\n"
+    "  --pipeline N          questions in flight on each connection (default 1)\n"
+    "  --seconds SECONDS     how long to measure, hold or wait (default 5)\n"
+    "  --warmup SECONDS      seconds of load before measuring (default 1)\n"
+    "  --hold N              C10K: hold N idle connections, then ask once on each\n"
+    "  --idle N              open N silent connections, then time one new client\n"
+    "  --server-pid N        read this server's CPU, context switches, system calls\n"
+    "  --json                one JSON object instead of text\n"
+    "  -h, --help            print this help and exit\n";
+
+std::optional<Options> read_options(int argc, char* argv[]) {
+  Options o;
+  const std::array<option, 8> long_options = {{{"connections", required_argument, nullptr, 'c'},
+                                               {"pipeline", required_argument, nullptr, 'p'},
+                                               {"seconds", required_argument, nullptr, 's'},
+                                               {"warmup", required_argument, nullptr, 'w'},
+                                               {"hold", required_argument, nullptr, 'H'},
+                                               {"idle", required_argument, nullptr, 'i'},
+                                               {"server-pid", required_argument, nullptr, 'P'},
+                                               {"json", no_argument, nullptr, 'j'}}};
+  const auto arguments =
+      parse_command_line(argc, argv, "", long_options, [&](int val, const char* value) {
+        switch (val) {
+          case 'c':
+            o.connections = parse_uint(value, "--connections", 1);
+            break;
+          case 'p':
+            o.pipeline = parse_uint(value, "--pipeline", 1);
+            break;
+          case 's':
+            o.seconds = parse_seconds(value, "--seconds");
+            break;
+          case 'w':
+            o.warmup = parse_seconds(value, "--warmup");
+            break;
+          case 'H':
+            o.hold = parse_uint(value, "--hold");
+            break;
+          case 'i':
+            o.idle = parse_uint(value, "--idle");
+            break;
+          case 'P':
+            o.server_pid = parse_uint(value, "--server-pid");
+            break;
+          default:
+            o.json = true;
+        }
+      });
+  if (!arguments) return std::nullopt;
+  check_arguments(*arguments, {"HOST", "PORT"}, 2);
+  o.host = (*arguments)[0];
+  o.port = (*arguments)[1];
+  parse_uint(o.port, "PORT", 0, 65535);
+  return o;
+}
 }  // namespace
 
 int main(int argc, char* argv[]) try {
-  Options options;
-  ArgParser args("loadgen",
-                 "HOST PORT [--connections N] [--pipeline N] [--seconds SECONDS] "
-                 "[--warmup SECONDS] [--hold N] [--idle N] [--server-pid N] [--json]");
-  args.positional("HOST", "the server's address", options.host, true);
-  args.port("the server's port", options.port, true);
-  args.option("--connections", "connections to keep busy (default 1)", options.connections, 1);
-  args.option("--pipeline", "questions in flight on each connection (default 1)", options.pipeline,
-              1);
-  args.option("--seconds", "how long to measure, hold or wait (default 5)", options.seconds);
-  args.option("--warmup", "seconds of load before measuring (default 1)", options.warmup);
-  args.option("--hold", "C10K: hold N idle connections, then ask once on each", options.hold);
-  args.option("--idle", "open N silent connections, then time one new client", options.idle);
-  args.option("--server-pid", "read this server's CPU, context switches, system calls",
-              options.server_pid);
-  args.flag("--json", "one JSON object instead of text", options.json);
-  args.parse_or_exit(argc, argv);
+  const Options options =
+      options_or_exit("loadgen", usage, [&] { return read_options(argc, argv); });
 
   std::signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();

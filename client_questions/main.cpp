@@ -3,6 +3,7 @@
 // error); --cycle is the lab's task: ask over and over, waiting --delay seconds before each.
 #include <poll.h>
 
+#include <array>
 #include <cerrno>
 #include <stdexcept>
 #include <system_error>
@@ -44,21 +45,45 @@ void cycle_questions(int sock, Framer& buffer, double delay) {
   }
   log_error("the server closed the connection");
 }
-}  // namespace
+constexpr std::string_view usage =
+    "usage: client_questions HOST PORT [-e] [--cycle] [--delay SECONDS]\n"
+    "  HOST                  the server's address\n"
+    "  PORT                  the server's port\n"
+    "  -e                    send the first question without its '?', then close\n"
+    "  --cycle               the lab's task: ask again and again until the server closes\n"
+    "  --delay SECONDS       with --cycle, seconds to wait before each question (default 2)\n"
+    "  -h, --help            print this help and exit\n";
 
-int main(int argc, char* argv[]) try {
+struct Options {
   std::string host;
   std::string port;
   bool cause_error = false;
   bool cycle = false;
   double delay = 2;
-  ArgParser args("client_questions", "HOST PORT [-e] [--cycle] [--delay SECONDS]");
-  args.positional("HOST", "the server's address", host, true);
-  args.port("the server's port", port, true);
-  args.flag("-e", "send the first question without its '?', then close", cause_error);
-  args.flag("--cycle", "the lab's task: ask again and again until the server closes", cycle);
-  args.option("--delay", "with --cycle, seconds to wait before each question (default 2)", delay);
-  args.parse_or_exit(argc, argv);
+};
+
+std::optional<Options> read_options(int argc, char* argv[]) {
+  Options options;
+  const std::array<option, 2> long_options = {
+      {{"cycle", no_argument, nullptr, 'c'}, {"delay", required_argument, nullptr, 'd'}}};
+  const auto arguments =
+      parse_command_line(argc, argv, "e", long_options, [&](int val, const char* value) {
+        if (val == 'e') options.cause_error = true;
+        if (val == 'c') options.cycle = true;
+        if (val == 'd') options.delay = parse_seconds(value, "--delay");
+      });
+  if (!arguments) return std::nullopt;
+  check_arguments(*arguments, {"HOST", "PORT"}, 2);
+  options.host = (*arguments)[0];
+  options.port = (*arguments)[1];
+  parse_uint(options.port, "PORT", 0, 65535);
+  return options;
+}
+}  // namespace
+
+int main(int argc, char* argv[]) try {
+  const auto [host, port, cause_error, cycle, delay] =
+      options_or_exit("client_questions", usage, [&] { return read_options(argc, argv); });
 
   const Fd sock = connect_to(host, port);
   Framer buffer(MAX_REPLY, "reply");

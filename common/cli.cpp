@@ -1,11 +1,8 @@
 #include "common/cli.hpp"
 
-#include <algorithm>
 #include <charconv>
-#include <cstdio>
-#include <cstdlib>
 
-#include "common/log.hpp"
+#include "common/protocol.hpp"
 
 namespace {
 std::string quoted(std::string_view text) { return "'" + escape(text) + "'"; }
@@ -33,147 +30,93 @@ double parse_seconds(std::string_view text, std::string_view what) {
   return value;
 }
 
-ArgParser::ArgParser(std::string_view program, std::string_view synopsis)
-    : program_(program), synopsis_(synopsis) {
-  set_program_name(program);
-}
-
-void ArgParser::positional(std::string_view name, std::string_view help, std::string& value,
-                           bool required) {
-  positionals_.push_back({std::string(name), std::string(name), std::string(help),
-                          [&value](std::string_view text) { value = text; }});
-  if (required) required_ = positionals_.size();
-}
-
-void ArgParser::choice(std::string_view name, std::string_view help, std::string& value,
-                       std::vector<std::string> choices) {
-  positional(name, help, value, true);
-  positionals_.back().set = [&value, choices = std::move(choices),
-                             what = std::string(name)](std::string_view text) {
-    if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
-      std::string allowed;
-      for (std::size_t i = 0; i < choices.size(); ++i) {
-        allowed += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
-      }
-      throw UsageError(what + " must be " + allowed + ", not " + quoted(text));
-    }
-    value = text;
-  };
-}
-
-void ArgParser::port(std::string_view help, std::string& value, bool required) {
-  positional("PORT", help, value, required);
-  positionals_.back().set = [&value](std::string_view text) {
-    parse_uint(text, "PORT", 0, 65535);
-    value = text;
-  };
-}
-
-void ArgParser::flag(std::string_view name, std::string_view help, bool& value) {
-  options_.push_back(
-      {std::string(name), "", std::string(help), [&value](std::string_view) { value = true; }});
-}
-
-void ArgParser::option(std::string_view name, std::string_view help, unsigned& value,
-                       unsigned min) {
-  options_.push_back({std::string(name), "N", std::string(help),
-                      [&value, min, what = std::string(name)](std::string_view text) {
-                        value = parse_uint(text, what, min);
-                      }});
-}
-
-void ArgParser::option(std::string_view name, std::string_view help,
-                       std::optional<std::uint32_t>& value) {
-  options_.push_back({std::string(name), "N", std::string(help),
-                      [&value, what = std::string(name)](std::string_view text) {
-                        value = parse_uint(text, what);
-                      }});
-}
-
-void ArgParser::option(std::string_view name, std::string_view help, double& seconds) {
-  options_.push_back({std::string(name), "SECONDS", std::string(help),
-                      [&seconds, what = std::string(name)](std::string_view text) {
-                        seconds = parse_seconds(text, what);
-                      }});
-}
-
-bool ArgParser::parse(const std::vector<std::string_view>& args) {
-  std::size_t given = 0;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view arg = args[i];
-    if (arg == "-h" || arg == "--help") return false;
-    if (arg.size() > 1 && arg[0] == '-') {
-      const std::size_t equals = arg.find('=');
-      const std::string_view name = arg.substr(0, equals);
-      const Item* item = nullptr;
-      for (const Item& candidate : options_) {
-        if (candidate.name == name) item = &candidate;
-      }
-      if (item == nullptr) throw UsageError("unknown option " + quoted(name));
-      if (item->metavar.empty()) {
-        if (equals != std::string_view::npos) throw UsageError(item->name + " takes no value");
-        item->set({});
-      } else if (equals != std::string_view::npos) {
-        item->set(arg.substr(equals + 1));
-      } else if (i + 1 < args.size()) {
-        item->set(args[++i]);
-      } else {
-        throw UsageError(item->name + " needs a value");
-      }
-    } else if (given < positionals_.size()) {
-      positionals_[given++].set(arg);
+std::optional<std::vector<std::string>> parse_command_line(int argc, char* argv[],
+                                                           const std::string& short_options,
+                                                           std::span<const option> long_options,
+                                                           const OptionHandler& on_option) {
+  // "-": positional arguments come back in order, as 1; ":": a missing value comes back as ':'.
+  const std::string shorts = "-:h" + short_options;
+  std::vector<option> longs(long_options.begin(), long_options.end());
+  longs.push_back({"help", no_argument, nullptr, 'h'});
+  longs.push_back({});
+  std::vector<std::string> positionals;
+  opterr = 0;
+  optind = 0;  // glibc starts afresh, so a test can parse one command line after another
+  while (true) {
+    const std::string_view arg = argv[std::min(std::max(optind, 1), argc - 1)];
+    const int val = getopt_long(argc, argv, shorts.c_str(), longs.data(), nullptr);
+    if (val == -1) break;
+    const std::string name = arg.starts_with("--") ? std::string(arg.substr(0, arg.find('=')))
+                                                   : std::string{'-', static_cast<char>(optopt)};
+    if (val == 1) {
+      positionals.emplace_back(optarg);
+    } else if (val == 'h') {
+      return std::nullopt;
+    } else if (val == ':') {
+      throw UsageError(name + " needs a value");
+    } else if (val == '?') {
+      throw UsageError(optopt != 0 && arg.starts_with("--") ? name + " takes no value"
+                                                            : "unknown option " + quoted(name));
     } else {
-      throw UsageError("unexpected argument " + quoted(arg));
+      on_option(val, optarg);
     }
   }
-  if (given < required_) throw UsageError("missing " + positionals_[given].name);
-  return true;
+  positionals.insert(positionals.end(), argv + optind, argv + argc);  // those after "--"
+  return positionals;
 }
 
-void ArgParser::parse_or_exit(int argc, char* argv[]) {
-  try {
-    if (parse(std::vector<std::string_view>(argv + 1, argv + argc))) return;
-    std::fputs(usage().c_str(), stdout);
-    std::exit(0);
-  } catch (const UsageError& error) {
-    std::fprintf(stderr, "%s: %s\n%s", program_.c_str(), error.what(), usage().c_str());
-    std::exit(2);
-  }
+void check_arguments(const std::vector<std::string>& given,
+                     std::initializer_list<std::string_view> names, std::size_t required) {
+  if (given.size() < required)
+    throw UsageError("missing " + std::string(names.begin()[given.size()]));
+  if (given.size() > names.size())
+    throw UsageError("unexpected argument " + quoted(given[names.size()]));
 }
 
-std::string ArgParser::usage() const {
-  std::string text = "usage: " + program_ + " " + synopsis_ + "\n";
-  for (const auto* items : {&positionals_, &options_}) {
-    for (const Item& item : *items) {
-      std::string name =
-          items == &options_ && !item.metavar.empty() ? item.name + " " + item.metavar : item.name;
-      name.resize(std::max<std::size_t>(name.size() + 2, 22), ' ');
-      text += "  " + name + item.help + "\n";
-    }
-  }
-  return text + "  -h, --help            print this help and exit\n";
+std::optional<ServerOptions> read_server_options(int argc, char* argv[], ServerOptions defaults,
+                                                 const ExtraOptions& extra) {
+  ServerOptions& options = defaults;
+  std::vector<option> longs = {{"seed", required_argument, nullptr, 's'},
+                               {"max-questions", required_argument, nullptr, 'm'}};
+  if (options.threads > 0) longs.push_back({"threads", required_argument, nullptr, 't'});
+  longs.insert(longs.end(), extra.options.begin(), extra.options.end());
+  const auto positionals =
+      parse_command_line(argc, argv, "", longs, [&](int val, const char* value) {
+        if (val == 's') {
+          options.seed = parse_uint(value, "--seed");
+        } else if (val == 'm') {
+          options.max_questions = parse_uint(value, "--max-questions");
+        } else if (val == 't') {
+          options.threads = parse_uint(value, "--threads", 1);
+        } else {
+          extra.set(val, value);
+        }
+      });
+  if (!positionals) return std::nullopt;
+  check_arguments(*positionals, {"HOST", "PORT"}, 0);
+  if (!positionals->empty()) options.host = (*positionals)[0];
+  if (positionals->size() > 1) options.port = (*positionals)[1];
+  parse_uint(options.port, "PORT", 0, 65535);
+  return options;
 }
 
-ArgParser server_arguments(std::string_view program, ServerOptions& options) {
-  const bool has_threads = options.threads > 0;
-  ArgParser args(program, has_threads ? "[HOST [PORT]] [--seed N] [--max-questions N] [--threads N]"
-                                      : "[HOST [PORT]] [--seed N] [--max-questions N]");
-  args.positional("HOST", "address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)",
-                  options.host);
-  args.port("port to listen on (default 1234; 0 lets the kernel choose)", options.port);
-  args.option("--seed", "make replies reproducible: the same seed, the same replies", options.seed);
-  args.option("--max-questions",
-              "close a connection after N replies (0: no limit; default " +
-                  std::to_string(options.max_questions) + ")",
-              options.max_questions);
-  if (has_threads)
-    args.option("--threads", "size of the thread pool (default 4)", options.threads, 1);
-  return args;
+std::string server_usage(std::string_view program, const ServerOptions& defaults,
+                         const ExtraOptions& extra) {
+  const bool threads = defaults.threads > 0;
+  return "usage: " + std::string(program) + " [HOST [PORT]] [--seed N] [--max-questions N]" +
+         (threads ? " [--threads N]" : "") + extra.synopsis +
+         "\n"
+         "  HOST                  address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)\n"
+         "  PORT                  port to listen on (default 1234; 0 lets the kernel choose)\n"
+         "  --seed N              make replies reproducible: the same seed, the same replies\n"
+         "  --max-questions N     close a connection after N replies (0: no limit; default " +
+         std::to_string(defaults.max_questions) + ")\n" +
+         (threads ? "  --threads N           size of the thread pool (default 4)\n" : "") +
+         extra.help + "  -h, --help            print this help and exit\n";
 }
 
 ServerOptions parse_server_options(int argc, char* argv[], std::string_view program,
-                                   const ServerOptions& defaults) {
-  ServerOptions options = defaults;
-  server_arguments(program, options).parse_or_exit(argc, argv);
-  return options;
+                                   const ServerOptions& defaults, const ExtraOptions& extra) {
+  return options_or_exit(program, server_usage(program, defaults, extra),
+                         [&] { return read_server_options(argc, argv, defaults, extra); });
 }

@@ -6,7 +6,6 @@
 
 // The name every error message starts with, e.g. "server_simple: cannot listen on ...".
 void set_program_name(std::string_view name);
-std::string_view program_name();
 
 // One line on stdout, written whole and flushed: lines from different threads never interleave,
 // and a grading script reading through a pipe sees each line when it happens.
@@ -17,7 +16,3 @@ void log_error(std::string_view message);
 
 // Logs what went wrong and returns the exit code for a runtime failure (1).
 int fail(const std::exception& error);
-
-// Received bytes as they may appear in a log line: printable ASCII as it is, a backslash as
-// "\\", anything else as "\xHH", so a client cannot put control bytes on the server's terminal.
-std::string escape(std::string_view bytes);

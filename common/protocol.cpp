@@ -6,8 +6,6 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "common/log.hpp"
-
 std::mt19937 make_generator(std::optional<std::uint32_t> seed) {
   return std::mt19937(seed ? *seed : std::random_device{}());
 }
@@ -33,6 +31,23 @@ std::optional<std::string_view> Framer::next(char delimiter, std::size_t from) {
     throw std::length_error(what_ + " longer than " + std::to_string(max_) + " bytes");
   }
   return std::nullopt;
+}
+
+std::string escape(std::string_view bytes) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size());
+  for (const char c : bytes) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (byte >= 0x20 && byte < 0x7f) {
+      out += c;
+    } else {
+      out += {'\\', 'x', hex[byte >> 4], hex[byte & 0xf]};
+    }
+  }
+  return out;
 }
 
 std::runtime_error closed_mid_message(std::string_view pending) {

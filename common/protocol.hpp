@@ -55,6 +55,10 @@ class Framer {
   std::size_t start_ = 0;  // messages before this index have been returned
 };
 
+// Received bytes as they may appear in a log line: printable ASCII as it is, a backslash as
+// "\\", anything else as "\xHH", so a client cannot put control bytes on the server's terminal.
+std::string escape(std::string_view bytes);
+
 // The error for a peer that closed with a message half sent: "received '...' then socket closed".
 std::runtime_error closed_mid_message(std::string_view pending);
 

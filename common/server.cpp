@@ -61,8 +61,6 @@ void request_stop() {
   }
 }
 
-bool stop_requested() { return stopping; }
-
 void setup_connections(int listener, const ServerOptions& options) {
   while (!stopping) {
     sockaddr_storage address{};

@@ -18,7 +18,6 @@
 // serve connections.
 void stop_on_signals(int listener, unsigned threads);
 void request_stop();  // what the signal handler does, for a server that must stop on its own
-bool stop_requested();
 
 // Stage 3: accept connections and hand each to process_connection, until stopped.
 void setup_connections(int listener, const ServerOptions& options);

@@ -15,8 +15,8 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "bench/proc.hpp"
 #include "common/net.hpp"
-#include "common/proc.hpp"
 
 namespace {
 std::pair<Fd, Fd> make_pipe() {

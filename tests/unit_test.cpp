@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <stdexcept>
 #include <thread>
 
@@ -181,11 +182,33 @@ TEST(Address, PrintsIpv6InBrackets) {
 }
 
 namespace {
+// A command line as main receives it: argv[0] the program's name, then `args`.
+class CommandLine {
+ public:
+  CommandLine(const std::vector<std::string_view>& args) : words_{"program"} {
+    words_.insert(words_.end(), args.begin(), args.end());
+    for (std::string& word : words_) pointers_.push_back(word.data());
+    pointers_.push_back(nullptr);
+  }
+  [[nodiscard]] int argc() const { return static_cast<int>(words_.size()); }
+  char** argv() { return pointers_.data(); }
+
+ private:
+  std::vector<std::string> words_;
+  std::vector<char*> pointers_;
+};
+
 // Parses a command line as server_threads does (throwing UsageError instead of exiting).
+std::optional<ServerOptions> read_server(const std::vector<std::string_view>& args,
+                                         const ServerOptions& defaults = {.threads = 4}) {
+  CommandLine line(args);
+  return read_server_options(line.argc(), line.argv(), defaults);
+}
+
 ServerOptions parse_server(const std::vector<std::string_view>& args) {
-  ServerOptions options{.threads = 4};
-  EXPECT_TRUE(server_arguments("server_threads", options).parse(args));
-  return options;
+  const std::optional<ServerOptions> options = read_server(args);
+  EXPECT_TRUE(options.has_value());
+  return options.value_or(ServerOptions{});
 }
 
 std::string usage_error(const std::vector<std::string_view>& args) {
@@ -217,13 +240,25 @@ TEST(Args, TakesOptionsBeforeAndAfterHostAndPort) {
   EXPECT_EQ(options.max_questions, 10U);
 }
 
+TEST(Args, ParsesOneCommandLineAfterAnother) {  // getopt_long's state is reset every time
+  EXPECT_EQ(read_server({"-h", "x"}), std::nullopt);  // stops halfway
+  EXPECT_EQ(parse_server({"h", "2"}).port, "2");
+  EXPECT_THROW(read_server({"-xh"}), UsageError);  // stops within "-xh"
+  EXPECT_EQ(parse_server({"--seed", "1", "h", "2"}).port, "2");
+  EXPECT_EQ(parse_server({"h", "3", "--seed=5"}).seed, 5U);
+  EXPECT_EQ(parse_server({"h"}).port, "1234");
+}
+
 TEST(Args, RejectsMalformedCommandLinesWithAReason) {
   EXPECT_EQ(usage_error({"127.0.0.1", "http"}),
             "PORT must be a whole number from 0 to 65535, not 'http'");
   EXPECT_EQ(usage_error({"127.0.0.1", "65536"}),
             "PORT must be a whole number from 0 to 65535, not '65536'");
   EXPECT_EQ(usage_error({"--verbose"}), "unknown option '--verbose'");
+  EXPECT_EQ(usage_error({"--verbose=3"}), "unknown option '--verbose'");
+  EXPECT_EQ(usage_error({"-x"}), "unknown option '-x'");
   EXPECT_EQ(usage_error({"--seed"}), "--seed needs a value");
+  EXPECT_EQ(usage_error({"--help=now"}), "--help takes no value");
   EXPECT_EQ(usage_error({"--max-questions", "-3"}),
             "--max-questions must be a whole number from 0 to 4294967295, not '-3'");
   EXPECT_EQ(usage_error({"--seed", "4294967296"}),
@@ -231,30 +266,59 @@ TEST(Args, RejectsMalformedCommandLinesWithAReason) {
   EXPECT_EQ(usage_error({"--threads", "0"}),
             "--threads must be a whole number from 1 to 4294967295, not '0'");
   EXPECT_EQ(usage_error({"a", "1", "b"}), "unexpected argument 'b'");
+  EXPECT_EQ(usage_error({"--", "a", "1", "--seed"}), "unexpected argument '--seed'");
 }
 
 TEST(Args, ServersWithoutAPoolHaveNoThreadsOption) {
-  ServerOptions options;
-  EXPECT_THROW(server_arguments("server_simple", options).parse({"--threads", "4"}), UsageError);
+  EXPECT_THROW(read_server({"--threads", "4"}, {}), UsageError);
+}
+
+TEST(Args, HelpStopsTheParse) {
+  EXPECT_EQ(read_server({"localhost", "--help"}), std::nullopt);
+  EXPECT_EQ(read_server({"-h", "--bogus"}), std::nullopt);
 }
 
 TEST(Args, RequiredPositionalsAndFlags) {
-  std::string host;
-  std::string port;
   bool cycle = false;
   double delay = 2;
-  ArgParser parser("client_questions", "HOST PORT");
-  parser.positional("HOST", "", host, true);
-  parser.port("", port, true);
-  parser.flag("--cycle", "", cycle);
-  parser.option("--delay", "", delay);
-  EXPECT_THROW(parser.parse({"localhost"}), UsageError);
-  EXPECT_THROW(parser.parse({"localhost", "1", "--cycle=yes"}), UsageError);
-  EXPECT_TRUE(parser.parse({"--cycle", "localhost", "1", "--delay", "0.05"}));
-  EXPECT_EQ(host, "localhost");
+  const std::array<option, 2> long_options = {
+      {{"cycle", no_argument, nullptr, 'c'}, {"delay", required_argument, nullptr, 'd'}}};
+  const auto parse = [&](const std::vector<std::string_view>& args) {
+    CommandLine line(args);
+    auto positionals = parse_command_line(line.argc(), line.argv(), "", long_options,
+                                          [&](int val, const char* value) {
+                                            if (val == 'c') cycle = true;
+                                            if (val == 'd') delay = parse_seconds(value, "--delay");
+                                          });
+    if (positionals) check_arguments(*positionals, {"HOST", "PORT"}, 2);
+    return positionals;
+  };
+  EXPECT_THROW(parse({"localhost"}), UsageError);
+  EXPECT_THROW(parse({"localhost", "1", "--cycle=yes"}), UsageError);
+  EXPECT_EQ(parse({"--cycle", "localhost", "1", "--delay", "0.05"}),
+            (std::vector<std::string>{"localhost", "1"}));
   EXPECT_TRUE(cycle);
   EXPECT_DOUBLE_EQ(delay, 0.05);
-  EXPECT_FALSE(parser.parse({"localhost", "--help"}));
+  EXPECT_EQ(parse({"localhost", "--help"}), std::nullopt);
+}
+
+TEST(Args, ExtraOptionsOfAServer) {
+  double timeout = 0;
+  const ExtraOptions extra{.options = {{"idle-timeout", required_argument, nullptr, 256}},
+                           .synopsis = " [--idle-timeout SECONDS]",
+                           .help = "  --idle-timeout SECONDS  close a client idle that long\n",
+                           .set = [&](int val, const char* value) {
+                             EXPECT_EQ(val, 256);
+                             timeout = parse_seconds(value, "--idle-timeout");
+                           }};
+  CommandLine line({"--idle-timeout=1.5", "::1"});
+  const auto options = read_server_options(line.argc(), line.argv(), {}, extra);
+  ASSERT_TRUE(options.has_value());
+  EXPECT_EQ(options->host, "::1");
+  EXPECT_DOUBLE_EQ(timeout, 1.5);
+  const std::string usage = server_usage("server_epoll", {}, extra);
+  EXPECT_NE(usage.find("[--max-questions N] [--idle-timeout SECONDS]\n"), std::string::npos);
+  EXPECT_NE(usage.find(extra.help), std::string::npos);
 }
 
 TEST(Args, SecondsAreFiniteAndNotNegative) {
@@ -270,8 +334,7 @@ TEST(Args, SecondsAreFiniteAndNotNegative) {
 }
 
 TEST(Args, UsageListsEveryOption) {
-  ServerOptions options{.threads = 4};
-  const std::string usage = server_arguments("server_threads", options).usage();
+  const std::string usage = server_usage("server_threads", {.threads = 4});
   EXPECT_EQ(usage.rfind("usage: server_threads [HOST [PORT]] [--seed N]", 0), 0U) << usage;
   for (const char* name :
        {"HOST", "PORT", "--seed N", "--max-questions N", "--threads N", "--help"}) {

@@ -1,4 +1,4 @@
-#include "common/proc.hpp"
+#include "bench/proc.hpp"
 
 #include <unistd.h>
 
