@@ -332,6 +332,21 @@ class Exercise2 : public testing::Test {
   }
 };
 
+TEST_F(Exercise2, ABadTimeoutIsAUsageError) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--idle-timeout", "soon"}, {"--idle-timeout", "-1"}, {"--idle-timeout"}}) {
+    Child server("server_epoll", args);
+    const std::optional<int> code = server.wait_exit();
+    const std::vector<std::string> err = lines(server.err());
+    check(code == 2 && err.size() >= 2 && starts_with(err[0], "server_epoll: ") &&
+              starts_with(err[1], "usage: server_epoll "),
+          "server_epoll " + args[0] + (args.size() > 1 ? " " + args[1] : "") +
+              ": exit 2, a one-line reason, then the usage, on stderr",
+          "exit code " + (code ? std::to_string(*code) : std::string("none")) + ", stderr '" +
+              (err.empty() ? "" : err[0]) + "'");
+  }
+}
+
 TEST_F(Exercise2, IdleClientsAreClosedAfterTheTimeoutAndLogged) {
   Server server("server_epoll", {"--idle-timeout", "1", "--max-questions", "0"});
   struct Idle {
@@ -451,10 +466,10 @@ TEST_F(Exercise3, TwoWorkersListenTwiceOnOnePortAndBothServe) {
   const bool both = cpu.size() >= 2 && cpu[1] > 0.2 * cpu[0];
   std::string saw = std::to_string(cpu.size()) + " threads, CPU seconds";
   for (const double s : cpu) saw += " " + seconds(s);
-  check(field(json, "errors") == "0" && both,
-        "64 busy connections spread over both workers: no errors, and the second busiest "
-        "thread has at least a fifth of the busiest's CPU time",
-        field(json, "errors") + " errors, " + saw);
+  check(field(json, "served") == "64" && field(json, "errors") == "0" && both,
+        "64 busy connections spread over both workers: all 64 served, no errors, and the "
+        "second busiest thread has at least a fifth of the busiest's CPU time",
+        field(json, "served") + " served, " + field(json, "errors") + " errors, " + saw);
 }
 
 TEST_F(Exercise3, EachWorkerKeepsTheLabsLimitAndTheSeed) {
