@@ -9,12 +9,13 @@ std::string quoted(std::string_view text) { return "'" + escape(text) + "'"; }
 }  // namespace
 
 std::uint32_t parse_uint(std::string_view text, std::string_view what, std::uint32_t min,
-                         std::uint32_t max) {
+                         std::uint32_t max, std::string_view why) {
   std::uint32_t value = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (error != std::errc{} || end != text.data() + text.size() || value < min || value > max) {
     throw UsageError(std::string(what) + " must be a whole number from " + std::to_string(min) +
-                     " to " + std::to_string(max) + ", not " + quoted(text));
+                     " to " + std::to_string(max) + ", not " + quoted(text) +
+                     (why.empty() ? "" : " (" + std::string(why) + ")"));
   }
   return value;
 }
@@ -87,7 +88,11 @@ std::optional<ServerOptions> read_server_options(int argc, char* argv[], ServerO
         } else if (val == 'm') {
           options.max_questions = parse_uint(value, "--max-questions");
         } else if (val == 't') {
-          options.threads = parse_uint(value, "--threads", 1);
+          // A bound well above the 10,000 threads the bench runs: a typo is a usage error, not
+          // an attempt at billions of threads that ends in std::bad_alloc.
+          options.threads = parse_uint(value, "--threads", 1, max_threads,
+                                       "each thread is a kernel task with its own stack: 100000 "
+                                       "is already past the limits of most systems");
         } else {
           extra.set(val, value);
         }
@@ -111,7 +116,8 @@ std::string server_usage(std::string_view program, const ServerOptions& defaults
          "  --seed N              make replies reproducible: the same seed, the same replies\n"
          "  --max-questions N     close a connection after N replies (0: no limit; default " +
          std::to_string(defaults.max_questions) + ")\n" +
-         (threads ? "  --threads N           size of the thread pool (default 4)\n" : "") +
+         (threads ? "  --threads N           size of the thread pool (default 4, at most 100000)\n"
+                  : "") +
          extra.help + "  -h, --help            print this help and exit\n";
 }
 

@@ -21,9 +21,10 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Whole numbers and seconds as the options take them; UsageError names the option.
+// Whole numbers and seconds as the options take them; UsageError names the option (and ends
+// with `why`, if given).
 std::uint32_t parse_uint(std::string_view text, std::string_view what, std::uint32_t min = 0,
-                         std::uint32_t max = UINT32_MAX);
+                         std::uint32_t max = UINT32_MAX, std::string_view why = {});
 double parse_seconds(std::string_view text, std::string_view what);
 
 // getopt_long over argv, with -h/--help added: on_option(val, optarg) for each option found,
@@ -55,7 +56,10 @@ auto options_or_exit(std::string_view program, std::string_view usage, const Par
   }
 }
 
-// The three servers' command line.
+// The largest --threads server_threads accepts.
+inline constexpr unsigned max_threads = 100000;
+
+// The three servers' command line (docs/PROTOCOL.md).
 struct ServerOptions {
   std::string host = "127.0.0.1";
   std::string port = "1234";

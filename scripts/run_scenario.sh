@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The lab's task scenario (DESIGN §7): start SERVER with --max-questions, start CLIENTS clients in
+# The lab's task scenario (make run-*): start SERVER with --max-questions, start CLIENTS clients in
 # --cycle mode at once, wait for them, stop the server by its process id (also when interrupted
 # or when a client fails), and print how long the whole run took.
 # usage: run_scenario.sh BIN_DIR SERVER PORT CLIENTS DELAY QUESTIONS [SEED]

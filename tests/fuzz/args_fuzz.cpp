@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     if (const auto options = read_server_options(argc, argv.data(), {.threads = 4})) {
       check(parse_uint(options->port, "PORT", 0, 65535) <= 65535);
-      check(options->threads >= 1);
+      check(options->threads >= 1 && options->threads <= max_threads);
     }
   } catch (const UsageError&) {
   }
