@@ -26,8 +26,10 @@ export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS := halt_on_error=1:second_deadlock_stack=1
 endif
 
-# Adding a program: put its main.cpp in NAME/ and add NAME here.
-PROGRAMS := server_simple server_threads server_epoll client_questions async_sync grade
+# Adding a program: put its main.cpp in NAME/ and add NAME here. A server added to SERVERS also
+# joins every test all servers share (tests/), make compare, make trace-* and make bench.
+SERVERS := server_simple server_threads server_epoll
+PROGRAMS := $(SERVERS) client_questions async_sync grade
 PROGRAM_BINS := $(PROGRAMS:%=$(BIN)/%) $(BIN)/loadgen
 
 COMMON_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard common/*.cpp))
@@ -45,7 +47,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test grade fuzz bench clean lint format help compare slides trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test grade exercise fuzz bench clean lint format help compare slides trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS) compile_commands.json
@@ -87,6 +89,16 @@ $(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(
 $(BUILD)/tests/%.o: CPPFLAGS += -DEPOLL_CTL_FAIL_SHIM='"$(CURDIR)/$(SHIM)"'
 $(BUILD)/tests/%.o: CPPFLAGS += -DBROKEN_SERVER='"$(CURDIR)/$(BROKEN_SERVER)"'
 
+# The tests learn SERVERS at compile time; this file changes only when the list does, so a
+# server added above rebuilds the one object that uses it.
+$(BUILD)/tests/support.o: CPPFLAGS += -DSERVERS='"$(SERVERS)"'
+$(BUILD)/tests/support.o: $(BUILD)/servers.txt
+$(BUILD)/servers.txt: FORCE
+	@mkdir -p $(@D)
+	@echo '$(SERVERS)' | cmp -s - $@ || echo '$(SERVERS)' > $@
+.PHONY: FORCE
+FORCE:
+
 $(TEST_BIN): $(TEST_OBJS) $(BUILD)/bench/proc.o $(BUILD)/common.a | $(SHIM)
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
@@ -98,6 +110,19 @@ test: all $(TEST_BIN) $(BROKEN_SERVER)
 	passed=$$(count PASSED); failed=$$(count FAILED); skipped=$$(count SKIPPED); \
 	echo "$${passed:-0} passed, $${failed:-0} failed$${skipped:+, $$skipped skipped}"; \
 	exit $$status
+
+# make exercise N=K: the checks of exercise K in docs/EXERCISES.md (0 is the lab's task), with
+# the shared tests it names. An exercise not yet started fails here, saying what is missing;
+# make test skips its checks until it is started.
+EXERCISE_TESTS_0 := Exercise0.*:Servers/AllServers.CycleAsks*
+EXERCISE_TESTS_1 := Exercise1.*:*/server_thread_per_client
+EXERCISE_TESTS_2 := Exercise2.*
+EXERCISE_TESTS_3 := Exercise3.*
+EXERCISE_TESTS_4 := Exercise4.*:ServerEpoll.*:*/server_epoll
+EXERCISE_TESTS_5 := */Exercise5.*:Servers/*Sigterm*
+exercise: all $(TEST_BIN)
+	@[ -n "$(EXERCISE_TESTS_$(N))" ] || { echo "usage: make exercise N=K, K from 0 to 5 (docs/EXERCISES.md)" >&2; exit 2; }
+	@SPHINX_EXERCISE=$(N) $(TEST_BIN) --gtest_brief=1 --gtest_filter='$(EXERCISE_TESTS_$(N))' $(GTEST_ARGS)
 
 run-simple: $(BIN)/server_simple $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_simple "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
@@ -128,7 +153,7 @@ grade: $(BIN)/grade $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epo
 # For the lecture: what changes between two patterns, and what each does in system calls.
 A ?= simple
 B ?= threads
-PATTERNS := simple threads epoll
+PATTERNS := $(SERVERS:server_%=%)
 compare:
 	@case " $(PATTERNS) " in *" $(A) "*) ;; *) echo "A must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@case " $(PATTERNS) " in *" $(B) "*) ;; *) echo "B must be one of: $(PATTERNS)" >&2; exit 2;; esac
@@ -138,16 +163,14 @@ compare:
 slides:
 	@bash scripts/slides.sh . > docs/SLIDES.md
 
-trace-simple: $(BIN)/server_simple $(BIN)/client_questions
-	@bash scripts/trace.sh $(BIN) server_simple simple
-trace-threads: $(BIN)/server_threads $(BIN)/client_questions
-	@bash scripts/trace.sh $(BIN) server_threads threads
-trace-async: $(BIN)/server_epoll $(BIN)/client_questions
-	@bash scripts/trace.sh $(BIN) server_epoll async
+# trace-PATTERN for every server_PATTERN (a pattern rule: not .PHONY, which would skip it).
+trace-async: trace-epoll
+trace-%: $(BIN)/server_% $(BIN)/client_questions
+	@bash scripts/trace.sh $(BIN) server_$* $*
 
 # The pattern comparison (bench/run.sh); QUICK=1 for a short version.
-bench: $(BIN)/loadgen $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll
-	@bash bench/run.sh $(BIN) $(if $(QUICK),quick)
+bench: $(BIN)/loadgen $(SERVERS:%=$(BIN)/%)
+	@SERVERS='$(SERVERS)' bash bench/run.sh $(BIN) $(if $(QUICK),quick)
 
 # libFuzzer targets (clang only): the framer and the command-line parser. New inputs found go to
 # build/fuzz/corpus-NAME; the seeds are in tests/fuzz/corpus/NAME.
@@ -181,7 +204,8 @@ SOURCES = $(wildcard common/*.[ch]pp $(PROGRAMS:%=%/*.[ch]pp) tests/*.[ch]pp tes
 space := $(empty) $(empty)
 CDB_FLAGS = $(subst $(space),$(comma)$(space),$(patsubst %,"%",$(CXX) $(filter-out -MMD -MP,$(CPPFLAGS)) $(CXXFLAGS)))
 CDB_TEST_FLAGS = , "-DBIN_DIR=\"$(CURDIR)/$(BIN)\"", "-DSOURCE_DIR=\"$(CURDIR)\"", \
-  "-DEPOLL_CTL_FAIL_SHIM=\"$(CURDIR)/$(SHIM)\"", "-DBROKEN_SERVER=\"$(CURDIR)/$(BROKEN_SERVER)\""
+  "-DEPOLL_CTL_FAIL_SHIM=\"$(CURDIR)/$(SHIM)\"", "-DBROKEN_SERVER=\"$(CURDIR)/$(BROKEN_SERVER)\"", \
+  "-DSERVERS=\"$(SERVERS)\""
 compile_commands.json: Makefile $(filter %.cpp,$(SOURCES))
 	@{ echo '['; sep=''; for f in $(filter %.cpp,$(SOURCES)); do \
 	  case $$f in tests/*) extra='$(CDB_TEST_FLAGS)';; *) extra='';; esac; \
@@ -203,13 +227,14 @@ clean:
 help:
 	@echo "make                 build every program into bin/"
 	@echo "make test            build and run the GoogleTest suite"
+	@echo "make exercise N=K    the checks of exercise K in docs/EXERCISES.md (0: the lab's task)"
 	@echo "make run-simple      the lab's task scenario against server_simple"
 	@echo "make run-threads     the same against server_threads"
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
-	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
+	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp ($(PATTERNS))"
 	@echo "make slides          docs/SLIDES.md: the blocking code beside the epoll handlers"
-	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
+	@echo "make trace-simple    (trace-threads, trace-async, trace-PATTERN) a server's system calls, condensed"
 	@echo "make grade           bin/grade against this repository's own servers and client"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"

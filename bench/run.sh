@@ -3,7 +3,8 @@
 # server pinned to CPU 0 and runs bin/loadgen pinned to CPU 1 (taskset, where present).
 # Prints one Markdown table per part and writes them, with a CSV, to bench/results/; draws
 # bench/results/throughput.png where gnuplot is installed.
-# usage: bench/run.sh BIN_DIR [quick]
+# Servers in SERVERS (the Makefile's list) beyond the three get a plain row in every part.
+# usage: [SERVERS="server_simple ..."] bench/run.sh BIN_DIR [quick]
 set -u
 . "$(dirname "$0")/../scripts/lib.sh"
 bin=$1
@@ -16,6 +17,10 @@ if [ -n "$quick" ]; then
 else
   warmup=1 seconds=3 counts="1 10 100 1000" hold=10000
 fi
+others=()
+for s in ${SERVERS:-}; do
+  case $s in server_simple | server_threads | server_epoll) ;; *) others+=("$s") ;; esac
+done
 server_cpu=() client_cpu=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   server_cpu=(taskset -c 0) client_cpu=(taskset -c 1)
@@ -81,6 +86,7 @@ for n in $counts; do
   row "server_threads --threads $n" 0 "$n" server_threads --threads "$n"
   row "server_threads --threads 4" 0 "$n" server_threads --threads 4
   row server_epoll 0 "$n" server_epoll
+  for s in "${others[@]}"; do row "$s" 0 "$n" "$s"; done
 done
 table "" "With the lab's limit, --max-questions 10: every tenth reply the server closes and loadgen reconnects (churn)." ""
 table "| server | connections | served | questions/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | reconnects | lost |" \
@@ -88,6 +94,7 @@ table "| server | connections | served | questions/s | p50 µs | p99 µs | p99.9
 row "server_simple (limit 10)" 10 1 server_simple
 row "server_threads --threads 4 (limit 10)" 10 4 server_threads --threads 4
 row "server_epoll (limit 10)" 10 100 server_epoll
+for s in "${others[@]}"; do row "$s (limit 10)" 10 100 "$s"; done
 
 table "" "## 2. What one question costs the server (100 connections)" "" \
   "| server | questions/s | CPU µs per question | system calls per question | context switches per question | server CPU busy | threads |" \
@@ -105,6 +112,7 @@ hold_row() {  # hold_row LABEL SERVER ARGS...
 }
 hold_row server_epoll server_epoll
 hold_row "server_threads --threads $hold" server_threads --threads "$hold"
+for s in "${others[@]}"; do hold_row "$s" "$s"; done
 
 # Part 4: the denial-of-service lesson.
 table "" "## 4. Denial of service: silent clients, then how long a new client waits (2 s at most)" "" \
@@ -125,6 +133,7 @@ idle_row server_simple 1 server_simple
 idle_row "server_threads --threads 4" 3 server_threads --threads 4
 idle_row "server_threads --threads 4" 4 server_threads --threads 4
 idle_row server_epoll 1000 server_epoll
+for s in "${others[@]}"; do idle_row "$s" 1000 "$s"; done
 
 if command -v gnuplot >/dev/null; then
   for s in server_simple "server_threads --threads 4" server_epoll; do

@@ -41,6 +41,7 @@ function describe(tid, start, call, duration,    name, fd, ret, text, rest, fds)
   } else {
     text = name "(" fd ") = " ret
   }
+  if (ret ~ /^\? ERESTART/) return  # interrupted by a signal; strace shows the call again when it resumes
   if (duration >= 0.001) text = text sprintf("   [blocked %.3f s]", duration)
   lines[++count] = sprintf("%.6f\t%s  %s", start, thread(tid), text)
 }
@@ -56,6 +57,8 @@ function describe(tid, start, call, duration,    name, fd, ret, text, rest, fds)
   if (rest ~ /^--- SIG/) {
     split(rest, word, " ")
     lines[++count] = sprintf("%.6f\t%s  receives %s", time - first, names[tid], word[2])
+  } else if (rest ~ /^--- stopped by/) {
+    # the "receives SIGSTOP" line before it says so
   } else if (rest ~ /^\+\+\+ exited/) {
     lines[++count] = sprintf("%.6f\t%s  exits", time - first, names[tid])
   } else if (rest ~ /<unfinished \.\.\.>$/) {

@@ -9,6 +9,7 @@ namespace {
 struct Timed {
   std::vector<std::string> lines;
   double seconds;
+  std::string err;
 };
 
 Timed run_async_sync(const std::vector<std::string>& args) {
@@ -16,7 +17,7 @@ Timed run_async_sync(const std::vector<std::string>& args) {
   Child child("async_sync", args);
   EXPECT_EQ(child.wait_exit(), 0) << child.err();
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-  return {lines(child.out()), took.count()};
+  return {lines(child.out()), took.count(), child.err()};
 }
 
 void expect_the_labs_lines(const std::vector<std::string>& got, int clients) {
@@ -48,6 +49,25 @@ TEST(AsyncSync, FiveClientsMakeSyncAboutFiveTimesSlower) {
   EXPECT_GE(in_turn.seconds, 0.95);
   EXPECT_GT(in_turn.seconds / at_once.seconds, 2.5)
       << in_turn.seconds << " s against " << at_once.seconds;
+}
+
+// The lab's clock reads whole seconds (sync and async both look like "1 s" with --delay 0.5), so
+// the program also says how long it took, on stderr: stdout stays the lab's four lines.
+TEST(AsyncSync, SaysHowLongTheRunTookToTheHundredthOnStderr) {
+  const std::regex took("the run took ([0-9]+\\.[0-9][0-9]) s\n");
+  std::smatch match;
+  const Timed in_turn = run_async_sync({"sync", "--delay", "0.3"});
+  expect_the_labs_lines(in_turn.lines, 2);
+  ASSERT_TRUE(std::regex_match(in_turn.err, match, took)) << in_turn.err;
+  const double sync_said = std::stod(match[1]);
+  EXPECT_GE(sync_said, 0.595);  // two sleeps of 0.3 s
+  EXPECT_LE(sync_said, in_turn.seconds + 0.005) << "more than the run took from outside";
+  const Timed at_once = run_async_sync({"async", "--delay", "0.3"});
+  expect_the_labs_lines(at_once.lines, 2);
+  ASSERT_TRUE(std::regex_match(at_once.err, match, took)) << at_once.err;
+  const double async_said = std::stod(match[1]);
+  EXPECT_GE(async_said, 0.295);
+  EXPECT_GT(sync_said / async_said, 1.3) << sync_said << " s against " << async_said;
 }
 
 TEST(AsyncSync, TimersThatFireTogetherFinishInClientOrder) {

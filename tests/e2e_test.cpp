@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <csignal>
+#include <regex>
 #include <thread>
 
 #include "common/net.hpp"
@@ -34,10 +35,9 @@ class FakeServer {
 };
 }  // namespace
 
-// The behaviour every pattern shares: run against each of the three servers.
+// The behaviour every pattern shares: run against every server (SERVERS in the Makefile).
 class AllServers : public testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Patterns, AllServers,
-                         testing::Values("server_simple", "server_threads", "server_epoll"));
+INSTANTIATE_TEST_SUITE_P(Servers, AllServers, testing::ValuesIn(all_servers()), server_name);
 
 TEST_P(AllServers, PrintsWhoComesAndGoesAndClosesTheirDescriptors) {
   Server server(GetParam());
@@ -357,11 +357,24 @@ INSTANTIATE_TEST_SUITE_P(
                     BadCommandLine{"client_questions", {"127.0.0.1", "1", "--bogus"}}));
 
 TEST(Help, PrintsTheUsageAndExitsZero) {
-  for (const char* program :
-       {"server_simple", "server_threads", "server_epoll", "client_questions", "async_sync"}) {
+  std::vector<std::string> programs = all_servers();
+  programs.insert(programs.end(), {"client_questions", "async_sync"});
+  for (const std::string& program : programs) {
     Child child(program, {"--help"});
     EXPECT_EQ(child.wait_exit(), 0);
-    EXPECT_TRUE(starts_with(child.out(), std::string("usage: ") + program)) << child.out();
+    EXPECT_TRUE(starts_with(child.out(), "usage: " + program)) << child.out();
     EXPECT_EQ(child.err(), "");
   }
+}
+
+// What a test that counts a server's log lines must do: wait until the server has printed them.
+TEST(WaitForLines, WaitsUntilTheServerHasPrintedThemAll) {
+  Server server("server_epoll");
+  {
+    std::vector<Fd> clients;
+    for (int k = 0; k < 50; ++k) clients.push_back(connect_port(server.port));
+  }  // all 50 closed at once: the server prints their lines over the next milliseconds
+  const std::regex closed("^Client 127\\.0\\.0\\.1:[0-9]+ closed the connection$");
+  EXPECT_EQ(wait_for_lines(server, closed, 50).size(), 50U) << server.out();
+  EXPECT_EQ(wait_for_lines(server, closed, 51, 100ms).size(), 50U) << "a line counted twice";
 }

@@ -86,8 +86,7 @@ std::size_t whole_replies(std::string_view bytes, const std::vector<std::string>
 }  // namespace
 
 class Edges : public testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Patterns, Edges,
-                         testing::Values("server_simple", "server_threads", "server_epoll"));
+INSTANTIATE_TEST_SUITE_P(Servers, Edges, testing::ValuesIn(all_servers()), server_name);
 
 // The limit reached while the client's next bytes are still unread: closing then would make the
 // kernel answer with a reset, which throws away the replies still queued to send.

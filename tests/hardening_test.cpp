@@ -27,8 +27,7 @@ void reset(Fd& sock) {
 }  // namespace
 
 class EveryServer : public testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Patterns, EveryServer,
-                         testing::Values("server_simple", "server_threads", "server_epoll"));
+INSTANTIATE_TEST_SUITE_P(Servers, EveryServer, testing::ValuesIn(all_servers()), server_name);
 
 TEST_P(EveryServer, AnswersThreeQuestionsFromOnePacketInOrder) {
   Server server(GetParam(), {"--seed", "42"});

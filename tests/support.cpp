@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
+#include <iterator>
+#include <sstream>
 #include <stdexcept>
 #include <system_error>
 
@@ -252,4 +254,27 @@ std::optional<std::string> last_line(const std::string& text) {
   std::vector<std::string> all = lines(text);
   if (all.empty()) return std::nullopt;
   return all.back();
+}
+
+const std::vector<std::string>& all_servers() {
+  static const std::vector<std::string> servers = [] {
+    std::istringstream words(SERVERS);
+    return std::vector<std::string>(std::istream_iterator<std::string>(words), {});
+  }();
+  return servers;
+}
+
+std::string server_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
+
+std::vector<std::string> wait_for_lines(const Child& child, const std::regex& pattern,
+                                        std::size_t count, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    std::vector<std::string> matching;
+    for (std::string& line : lines(child.out())) {
+      if (std::regex_search(line, pattern)) matching.push_back(std::move(line));
+    }
+    if (matching.size() >= count || std::chrono::steady_clock::now() >= deadline) return matching;
+    usleep(5000);
+  }
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
@@ -7,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -130,3 +132,14 @@ int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout 
 std::vector<std::string> lines(const std::string& text);
 // The last of them, or nullopt if there is none (so a test compares instead of crashing).
 std::optional<std::string> last_line(const std::string& text);
+
+// The servers every shared test runs against (AllServers, EveryServer): SERVERS in the Makefile,
+// so a new server joins them all by one word there. Tests are named by server, e.g.
+// Servers/AllServers.SeedGivesTheSameTranscript/server_epoll.
+const std::vector<std::string>& all_servers();
+std::string server_name(const testing::TestParamInfo<std::string>& info);
+// The lines of the child's stdout that match `pattern` (std::regex_search), once there are
+// `count` of them or the timeout has passed: a test that counts log lines waits for the server
+// to have printed them instead of reading what is there too early.
+std::vector<std::string> wait_for_lines(const Child& child, const std::regex& pattern,
+                                        std::size_t count, std::chrono::milliseconds timeout = 10s);
