@@ -36,7 +36,7 @@ TEST_BIN := $(BUILD)/sphinx_tests
 
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null)
 
-# The run-* scenario (DESIGN §7).
+# The run-* scenario (scripts/run_scenario.sh), which ends with its timeline.
 PORT ?= 1234
 CLIENTS ?= 3
 DELAY ?= 2
