@@ -43,7 +43,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test fuzz bench clean lint format help compare trace-simple trace-threads trace-async run-simple run-threads run-async run-async-sync timeline
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS)
@@ -85,6 +85,10 @@ run-threads: $(BIN)/server_threads $(BIN)/client_questions
 
 run-async: $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/run_scenario.sh $(BIN) server_epoll "$(PORT)" "$(CLIENTS)" "$(DELAY)" "$(QUESTIONS)" "$(SEED)"
+
+# The three run-* scenarios with a short DELAY, drawn on one time axis into docs/timeline.png.
+timeline: $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll $(BIN)/client_questions
+	@bash scripts/timeline_picture.sh $(BIN)
 
 # For the lecture: what changes between two patterns, and what each does in system calls.
 A ?= simple
@@ -151,6 +155,7 @@ help:
 	@echo "make run-threads     the same against server_threads"
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
+	@echo "make timeline        the three run-* scenarios drawn on one time axis (docs/timeline.png)"
 	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
 	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Draws a run of the task scenario as text: one row per client, time left to right, a mark for
-# each reply and for the moment the server closed the connection. make run-* prints it under the
+# each reply and for the moment the server closed the connection. The rows come in the order the
+# server first answered the clients (the clients connect in no set order), so a server that
+# serves one client after another draws a staircase. make run-* prints it under the
 # run's time; make timeline draws the same events as a picture.
 #
 # EVENTS has one line per event: SECONDS CLIENT EVENT, the seconds counted from the run's start
@@ -45,8 +47,7 @@ function paint(ch) {
 $1 !~ /^#/ && NF == 3 {
   k = $2 + 0
   if (!(k in start)) { start[k] = -1; first[k] = -1; last[k] = -1; end[k] = -1 }
-  if (first_row == "" || k < first_row) first_row = k
-  if (last_row == "" || k > last_row) last_row = k
+  if (!(k in seen)) { seen[k] = 1; rows[++n] = k }
   if ($3 == "start") start[k] = $1
   if ($3 == "reply") {
     c = col($1)
@@ -58,13 +59,25 @@ $1 !~ /^#/ && NF == 3 {
 }
 BEGIN { step = nice(span / width) }
 END {
-  printf "timeline: one row per client, one column = %g s\n", step
+  printf "timeline: one row per client, in the order first answered; one column = %g s\n", step
   print "  . waiting for the first reply   o a reply   - served, between replies"
   print "  | the server closed the connection   x the client failed"
   print ""
   columns = int(span / step + 0.999)
-  for (k = first_row; k <= last_row; k++) {
-    if (!(k in start)) continue
+  # Order: by first reply, then (never answered) by end, then by client number; n is small.
+  for (i = 1; i <= n; i++) {
+    k = rows[i]
+    key[k] = first[k] >= 0 ? first[k] : (end[k] >= 0 ? 1e9 + end[k] : 2e9)
+  }
+  for (i = 2; i <= n; i++) {
+    for (j = i; j > 1; j--) {
+      a = rows[j - 1]; b = rows[j]
+      if (key[a] < key[b] || (key[a] == key[b] && a < b)) break
+      rows[j - 1] = b; rows[j] = a
+    }
+  }
+  for (i = 1; i <= n; i++) {
+    k = rows[i]
     s = start[k] < 0 ? 0 : col(start[k])
     f = first[k] < 0 ? -1 : col(first[k])
     l = last[k] < 0 ? -1 : col(last[k])
