@@ -106,7 +106,7 @@ trace-threads: $(BIN)/server_threads $(BIN)/client_questions
 trace-async: $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/trace.sh $(BIN) server_epoll async
 
-# The pattern comparison (bench/run.sh); QUICK=1 for a short version.
+# The pattern comparison (bench/run.sh); QUICK=1 for a short version, written under build/.
 bench: $(BIN)/loadgen $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll
 	@bash bench/run.sh $(BIN) $(if $(QUICK),quick)
 
@@ -158,7 +158,7 @@ help:
 	@echo "make timeline        the three run-* scenarios drawn on one time axis (docs/timeline.png)"
 	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp (simple, threads, epoll)"
 	@echo "make trace-simple    (trace-threads, trace-async) a server's system calls, condensed"
-	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
+	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute, into build/)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make lint            clang-format, cppcheck, clang-tidy"
 	@echo "variables for run-*: PORT=$(PORT) CLIENTS=$(CLIENTS) DELAY=$(DELAY) QUESTIONS=$(QUESTIONS) SEED=$(SEED)"
