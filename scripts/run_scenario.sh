@@ -75,7 +75,7 @@ while [ ${#running[@]} -gt 0 ]; do
   [ -n "$ended" ] || break  # nothing left to wait for
   if [ "$ended" = "$server_pid" ]; then
     echo "$server stopped on its own (exit status $ended_status) before the clients ended"
-    server_pid= status=1
+    server_pid='' status=1
     continue
   fi
   left=()
@@ -104,6 +104,8 @@ echo "$server: $clients clients, $questions questions each, $delay s apart: the 
 } > "$events"
 span=$(awk -v n="$((clients * questions))" -v d="$delay" -v s="$start" -v e="$end" \
   'BEGIN { print (n * d > e - s ? n * d : e - s) }')
+color=()
+[ -t 1 ] && color=(--color)
 echo
-bash "$(dirname "$0")/timeline.sh" $([ -t 1 ] && echo --color) --span "$span" "$events"
+bash "$(dirname "$0")/timeline.sh" "${color[@]}" --span "$span" "$events"
 exit "$status"
