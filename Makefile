@@ -36,7 +36,7 @@ TEST_BIN := $(BUILD)/sphinx_tests
 
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null)
 
-# The run-* scenario (scripts/run_scenario.sh), which ends with its timeline.
+# The run-* scenario (README, "The lab's task"), which ends with its timeline.
 PORT ?= 1234
 CLIENTS ?= 3
 DELAY ?= 2
@@ -63,9 +63,18 @@ $(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
+# A test seam: a library the tests load into server_epoll with LD_PRELOAD to make epoll_ctl
+# fail. Built without the sanitizers; under AddressSanitizer, whose runtime must be loaded
+# first, those tests skip.
+SHIM := $(BUILD)/tests/shims/epoll_ctl_fail.so
+$(SHIM): tests/shims/epoll_ctl_fail.cpp
+	@mkdir -p $(@D)
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -Wpedantic $(WERROR) -shared -fPIC $< -o $@ -ldl
 
-$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a
+$(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
+$(BUILD)/tests/%.o: CPPFLAGS += -DEPOLL_CTL_FAIL_SHIM='"$(CURDIR)/$(SHIM)"'
+
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/common.a | $(SHIM)
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
@@ -135,12 +144,12 @@ run-async-sync: $(BIN)/async_sync
 	$(BIN)/async_sync sync $(if $(DELAY_GIVEN),--delay $(DELAY))
 	$(BIN)/async_sync async $(if $(DELAY_GIVEN),--delay $(DELAY))
 
-SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp bench/*.cpp)
+SOURCES = $(wildcard common/*.[ch]pp */main.cpp tests/*.[ch]pp tests/fuzz/*.cpp tests/shims/*.cpp bench/*.cpp)
 
 lint:
 	clang-format --dry-run -Werror $(SOURCES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr --std=c++20 --language=c++ -I. $(filter %.cpp,$(SOURCES))
-	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."'
+	printf '%s\n' $(filter %.cpp,$(SOURCES)) | xargs -P2 -I{} clang-tidy --quiet {} -- -I. -std=c++20 -DBIN_DIR='"bin"' -DSOURCE_DIR='"."' -DEPOLL_CTL_FAIL_SHIM='"shim.so"'
 
 format:
 	clang-format -i $(SOURCES)

@@ -1,7 +1,10 @@
 // client_questions: the lab's client. Asks the three example questions and prints each reply.
 // -e sends the first question without its '?' and closes (the lab's way to cause a server-side
 // error); --cycle is the lab's task: ask over and over, waiting --delay seconds before each.
+// What the server sends is printed escaped, as the servers log what clients send: a server
+// cannot put control bytes on the student's terminal.
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <stdexcept>
@@ -19,21 +22,34 @@ bool ask(int sock, Framer& buffer, std::string_view question) {
   // The reply starts with the question, which may hold a '.': only a '.' after it ends the reply.
   const std::optional<std::string> reply = recv_upto(sock, buffer, '.', question.size());
   if (!reply) return false;
-  log_line(*reply);
+  log_line(escape(*reply));
   return true;
 }
 
+std::runtime_error unasked(std::string_view bytes) {
+  return std::runtime_error("the server sent '" + escape(bytes) + "' unasked");
+}
+
 // The lab's "sleep before each question", but it wakes at once if the server closes meanwhile.
-bool server_closed_within(int sock, double seconds) {
+// True if it did (an end of stream, or a reset); bytes nobody asked for are an error.
+bool server_closed_within(int sock, const Framer& buffer, double seconds) {
+  if (!buffer.pending().empty()) throw unasked(buffer.pending());  // came with the last reply
   pollfd ready{.fd = sock, .events = POLLIN, .revents = 0};
-  return poll(&ready, 1, static_cast<int>(seconds * 1000)) > 0;
+  if (poll(&ready, 1, static_cast<int>(seconds * 1000)) <= 0) return false;
+  char chunk[256];
+  const ssize_t received = recv(sock, chunk, sizeof chunk, 0);
+  if (received > 0) throw unasked({chunk, static_cast<std::size_t>(received)});
+  if (received < 0 && errno != ECONNRESET) {
+    throw std::system_error(errno, std::generic_category(), "recv");
+  }
+  return true;
 }
 
 // --cycle: ask forever; the server ends it by closing the connection (its --max-questions).
 void cycle_questions(int sock, Framer& buffer, double delay) {
   try {
     for (std::size_t i = 0;; ++i) {
-      if (server_closed_within(sock, delay)) break;
+      if (server_closed_within(sock, buffer, delay)) break;
       if (!ask(sock, buffer, questions[i % questions.size()])) break;
     }
   } catch (const std::system_error& error) {
@@ -51,7 +67,7 @@ int main(int argc, char* argv[]) try {
   std::string port;
   bool cause_error = false;
   bool cycle = false;
-  double delay = 2;
+  std::optional<double> delay;
   ArgParser args("client_questions", "HOST PORT [-e] [--cycle] [--delay SECONDS]");
   args.positional("HOST", "the server's address", host, true);
   args.port("the server's port", port, true);
@@ -59,13 +75,14 @@ int main(int argc, char* argv[]) try {
   args.flag("--cycle", "the lab's task: ask again and again until the server closes", cycle);
   args.option("--delay", "with --cycle, seconds to wait before each question (default 2)", delay);
   args.parse_or_exit(argc, argv);
+  if (delay && !cycle) args.exit_usage_error("--delay goes with --cycle");
 
   const Fd sock = connect_to(host, port);
   Framer buffer(MAX_REPLY, "reply");
   if (cause_error) {
     send_all(sock.get(), questions[0].substr(0, questions[0].size() - 1));
   } else if (cycle) {
-    cycle_questions(sock.get(), buffer, delay);
+    cycle_questions(sock.get(), buffer, delay.value_or(2));
   } else {
     for (const std::string_view question : questions) {
       if (!ask(sock.get(), buffer, question)) {

@@ -74,12 +74,18 @@ void ArgParser::flag(std::string_view name, std::string_view help, bool& value) 
       {std::string(name), "", std::string(help), [&value](std::string_view) { value = true; }});
 }
 
-void ArgParser::option(std::string_view name, std::string_view help, unsigned& value,
-                       unsigned min) {
-  options_.push_back({std::string(name), "N", std::string(help),
-                      [&value, min, what = std::string(name)](std::string_view text) {
-                        value = parse_uint(text, what, min);
-                      }});
+void ArgParser::option(std::string_view name, std::string_view help, unsigned& value, unsigned min,
+                       unsigned max, std::string_view why) {
+  options_.push_back(
+      {std::string(name), "N", std::string(help),
+       [&value, min, max, what = std::string(name), why = std::string(why)](std::string_view text) {
+         try {
+           value = parse_uint(text, what, min, max);
+         } catch (const UsageError& error) {
+           if (why.empty()) throw;
+           throw UsageError(std::string(error.what()) + " (" + why + ")");
+         }
+       }});
 }
 
 void ArgParser::option(std::string_view name, std::string_view help,
@@ -91,6 +97,14 @@ void ArgParser::option(std::string_view name, std::string_view help,
 }
 
 void ArgParser::option(std::string_view name, std::string_view help, double& seconds) {
+  options_.push_back({std::string(name), "SECONDS", std::string(help),
+                      [&seconds, what = std::string(name)](std::string_view text) {
+                        seconds = parse_seconds(text, what);
+                      }});
+}
+
+void ArgParser::option(std::string_view name, std::string_view help,
+                       std::optional<double>& seconds) {
   options_.push_back({std::string(name), "SECONDS", std::string(help),
                       [&seconds, what = std::string(name)](std::string_view text) {
                         seconds = parse_seconds(text, what);
@@ -136,9 +150,14 @@ void ArgParser::parse_or_exit(int argc, char* argv[]) {
     std::fputs(usage().c_str(), stdout);
     std::exit(0);
   } catch (const UsageError& error) {
-    std::fprintf(stderr, "%s: %s\n%s", program_.c_str(), error.what(), usage().c_str());
-    std::exit(2);
+    exit_usage_error(error.what());
   }
+}
+
+void ArgParser::exit_usage_error(std::string_view reason) const {
+  std::fprintf(stderr, "%s: %.*s\n%s", program_.c_str(), static_cast<int>(reason.size()),
+               reason.data(), usage().c_str());
+  std::exit(2);
 }
 
 std::string ArgParser::usage() const {
@@ -166,8 +185,14 @@ ArgParser server_arguments(std::string_view program, ServerOptions& options) {
               "close a connection after N replies (0: no limit; default " +
                   std::to_string(options.max_questions) + ")",
               options.max_questions);
-  if (has_threads)
-    args.option("--threads", "size of the thread pool (default 4)", options.threads, 1);
+  if (has_threads) {
+    // A bound well above the 10,000 threads the bench runs, so that a typo is a usage error and
+    // not an attempt at billions of threads that ends in std::bad_alloc.
+    args.option("--threads", "size of the thread pool (default 4, at most 100000)", options.threads,
+                1, max_threads,
+                "each thread is a kernel task with its own stack: 100000 is already past the "
+                "limits of most systems");
+  }
   return args;
 }
 

@@ -27,15 +27,22 @@ class ArgParser {
   // The positional PORT: a number from 0 to 65535.
   void port(std::string_view help, std::string& value, bool required = false);
   void flag(std::string_view name, std::string_view help, bool& value);
-  void option(std::string_view name, std::string_view help, unsigned& value, unsigned min = 0);
+  // `why`, if given, ends the message of a value outside min..max.
+  void option(std::string_view name, std::string_view help, unsigned& value, unsigned min = 0,
+              unsigned max = UINT32_MAX, std::string_view why = {});
   void option(std::string_view name, std::string_view help, std::optional<std::uint32_t>& value);
   void option(std::string_view name, std::string_view help, double& seconds);
+  // Seconds that stay nullopt unless given (for an option that only goes with another).
+  void option(std::string_view name, std::string_view help, std::optional<double>& seconds);
 
   // Throws UsageError; returns false after --help (the caller prints usage()).
   bool parse(const std::vector<std::string_view>& args);
   // What main calls: on --help prints the usage to stdout and exits 0; on a usage error prints
   // "PROGRAM: REASON" and the usage to stderr and exits 2.
   void parse_or_exit(int argc, char* argv[]);
+  // What parse_or_exit does on a usage error, for one found after parsing (two options that
+  // do not go together): "PROGRAM: REASON" and the usage on stderr, exit 2.
+  [[noreturn]] void exit_usage_error(std::string_view reason) const;
 
   [[nodiscard]] std::string usage() const;
 
@@ -58,7 +65,10 @@ std::uint32_t parse_uint(std::string_view text, std::string_view what, std::uint
                          std::uint32_t max = UINT32_MAX);
 double parse_seconds(std::string_view text, std::string_view what);
 
-// The three servers' command line (DESIGN §4).
+// The largest --threads server_threads accepts.
+inline constexpr unsigned max_threads = 100000;
+
+// The three servers' command line (docs/PROTOCOL.md).
 struct ServerOptions {
   std::string host = "127.0.0.1";
   std::string port = "1234";

@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 
 #include <array>
@@ -109,5 +110,23 @@ void raise_fd_limit() {
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+void linger_before_close(int sock) {
+  if (shutdown(sock, SHUT_WR) != 0) return;  // the client has reset it: nothing to wait for
+  const auto deadline = std::chrono::steady_clock::now() + LINGER_TIME;
+  std::array<char, std::size_t{16} * 1024> discard{};
+  for (std::size_t discarded = 0; discarded < LINGER_BYTES;) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return;
+    pollfd ready{sock, POLLIN, 0};
+    const int count = poll(&ready, 1, static_cast<int>(left.count()));
+    if (count < 0 && errno == EINTR) continue;
+    if (count <= 0) return;
+    const ssize_t received = recv(sock, discard.data(), discard.size(), MSG_DONTWAIT);
+    if (received == 0 || (received < 0 && errno != EAGAIN && errno != EINTR)) return;
+    if (received > 0) discarded += static_cast<std::size_t>(received);
   }
 }

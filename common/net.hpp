@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -23,6 +25,17 @@ Fd connect_to(const std::string& host, const std::string& port);
 // send() until every byte is out. MSG_NOSIGNAL: a peer that has gone away is an error to
 // report (EPIPE), never a SIGPIPE that kills the program.
 void send_all(int sock, std::string_view data);
+
+// A close the server decides on (the question limit, a question too long) may come while the
+// client's next bytes are still unread, and closing a socket with bytes unread makes the kernel
+// send a reset, which throws away the replies still queued to send. So the server lingers as
+// nginx does: it sends its end of stream (shutdown SHUT_WR), then reads and discards what the
+// client still sends, until the client's end of stream, LINGER_TIME or LINGER_BYTES, and only
+// then closes.
+inline constexpr std::chrono::milliseconds LINGER_TIME{2000};
+inline constexpr std::size_t LINGER_BYTES = std::size_t{1024} * 1024;
+// The lingering of a blocking socket; the caller closes it afterwards.
+void linger_before_close(int sock);
 
 // A server holds one descriptor per client, so it takes every descriptor it is allowed.
 void raise_fd_limit();

@@ -9,8 +9,8 @@
 #include <string>
 #include <string_view>
 
-// The sphinx protocol (DESIGN §2): a question ends with '?', a reply is the question, a space
-// and one of five stock replies, which ends with '.'.
+// The sphinx protocol (docs/PROTOCOL.md): a question ends with '?', a reply is the question, a
+// space and one of five stock replies, which ends with '.'.
 inline constexpr std::array<std::string_view, 5> replies = {"Yes.", "Very likely.", "Maybe.",
                                                             "Not likely.", "No."};
 inline constexpr std::array<std::string_view, 3> questions = {
@@ -21,7 +21,8 @@ inline constexpr std::array<std::string_view, 3> questions = {
 inline constexpr std::size_t MAX_QUESTION = 4096;
 inline constexpr std::size_t MAX_REPLY = MAX_QUESTION + 1 + 12;
 
-// DESIGN §3: one generator per connection, seeded with --seed N, or from std::random_device.
+// The seed rule (docs/PROTOCOL.md): one generator per connection, seeded with --seed N, or from
+// std::random_device.
 std::mt19937 make_generator(std::optional<std::uint32_t> seed);
 
 // Stage 5: appends the question, a space and replies[gen() % 5] to `out`. (The raw engine output

@@ -5,21 +5,25 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
-#include <memory>
 #include <stdexcept>
 #include <thread>
 
 #include "common/log.hpp"
 
+// Only what a signal handler may touch: lock-free atomics, and no call but shutdown() (which is
+// async-signal-safe); no lock, no allocation. A thread about to block on a socket puts it in a
+// slot of a list that only grows (to at most the number of sockets blocked on at once) and is
+// never freed, so the handler can walk it at any moment; a slot is reused once released.
+struct StopSlot {
+  std::atomic<int> fd{-1};
+  std::atomic<bool> taken{true};
+  StopSlot* next = nullptr;  // set before the slot is published, never changed after
+};
+
 namespace {
-// Only what a signal handler may touch: lock-free atomics, read by the handler, which calls
-// nothing but shutdown() (async-signal-safe). One slot per serving thread holds its connection.
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<StopSlot*>::is_always_lock_free);
+std::atomic<StopSlot*> slots{nullptr};
 std::atomic<bool> stopping{false};
-std::atomic<int> listener_fd{-1};
-std::unique_ptr<std::atomic<int>[]> slots;
-unsigned slot_count = 0;
-std::atomic<unsigned> next_slot{0};
-thread_local std::atomic<int>* my_slot = nullptr;
 
 extern "C" void on_stop_signal(int /*signal*/) {
   const int saved_errno = errno;
@@ -27,25 +31,32 @@ extern "C" void on_stop_signal(int /*signal*/) {
   errno = saved_errno;
 }
 
-// While it lives, SIGINT/SIGTERM shut `sock` down, so this thread's blocking recv/send returns.
-class ShutdownOnStop {
- public:
-  explicit ShutdownOnStop(int sock) {
-    if (my_slot == nullptr) my_slot = &slots[next_slot++];
-    *my_slot = sock;
-    if (stopping) shutdown(sock, SHUT_RDWR);  // the signal came before the slot was filled
+StopSlot& take_slot() {
+  for (StopSlot* slot = slots.load(); slot != nullptr; slot = slot->next) {
+    bool taken = false;
+    if (slot->taken.compare_exchange_strong(taken, true)) return *slot;
   }
-  ~ShutdownOnStop() { *my_slot = -1; }
-  ShutdownOnStop(const ShutdownOnStop&) = delete;
-  ShutdownOnStop& operator=(const ShutdownOnStop&) = delete;
-};
+  auto* slot = new StopSlot;  // never freed: the handler may walk the list at any moment
+  slot->next = slots.load();
+  while (!slots.compare_exchange_weak(slot->next, slot)) {
+  }
+  return *slot;
+}
 }  // namespace
 
-void stop_on_signals(int listener, unsigned threads) {
-  listener_fd = listener;
-  slots = std::make_unique<std::atomic<int>[]>(threads);
-  for (unsigned i = 0; i < threads; ++i) slots[i] = -1;
-  slot_count = threads;
+ShutdownOnStop::ShutdownOnStop(int sock) : slot_(take_slot()) {
+  slot_.fd = sock;
+  // The stop came before the slot was filled. (Both sides use sequentially consistent atomics:
+  // either the handler sees the descriptor or this sees `stopping`.)
+  if (stopping) shutdown(sock, SHUT_RDWR);
+}
+
+ShutdownOnStop::~ShutdownOnStop() {
+  slot_.fd = -1;
+  slot_.taken = false;
+}
+
+void stop_on_signals() {
   struct sigaction action {};
   action.sa_handler = on_stop_signal;  // no SA_RESTART: a blocked accept or recv returns EINTR
   sigemptyset(&action.sa_mask);
@@ -55,15 +66,15 @@ void stop_on_signals(int listener, unsigned threads) {
 
 void request_stop() {
   stopping = true;
-  shutdown(listener_fd, SHUT_RDWR);
-  for (unsigned i = 0; i < slot_count; ++i) {
-    if (const int fd = slots[i]; fd >= 0) shutdown(fd, SHUT_RDWR);
+  for (StopSlot* slot = slots.load(); slot != nullptr; slot = slot->next) {
+    if (const int fd = slot->fd; fd >= 0) shutdown(fd, SHUT_RDWR);
   }
 }
 
 bool stop_requested() { return stopping; }
 
 void setup_connections(int listener, const ServerOptions& options) {
+  const ShutdownOnStop guard(listener);  // a stop makes accept return
   while (!stopping) {
     sockaddr_storage address{};
     socklen_t length = sizeof address;
@@ -80,7 +91,7 @@ void setup_connections(int listener, const ServerOptions& options) {
 }
 
 void process_connection(Fd sock, const std::string& peer, const ServerOptions& options) {
-  const ShutdownOnStop guard(sock.get());
+  const ShutdownOnStop guard(sock.get());  // also while it lingers
   log_line("Accepted connection from " + peer);
   Framer buffer(MAX_QUESTION, "question");
   std::mt19937 gen = make_generator(options.seed);
@@ -89,7 +100,7 @@ void process_connection(Fd sock, const std::string& peer, const ServerOptions& o
       if (options.max_questions != 0 && answered == options.max_questions) {
         log_line("Closing connection to " + peer + " after " + std::to_string(answered) +
                  " questions");
-        return;
+        break;
       }
       if (!process_request(sock.get(), buffer, gen)) {
         if (!stopping) log_line("Client " + peer + " closed the connection");
@@ -97,8 +108,11 @@ void process_connection(Fd sock, const std::string& peer, const ServerOptions& o
       }
     }
   } catch (const std::exception& error) {
-    if (!stopping) log_line("Client " + peer + " error: " + error.what());
+    if (stopping) return;
+    log_line("Client " + peer + " error: " + error.what());
   }
+  // The server ends the conversation, maybe with the client's next bytes unread.
+  if (!stopping) linger_before_close(sock.get());
 }
 
 bool process_request(int sock, Framer& buffer, std::mt19937& gen) {

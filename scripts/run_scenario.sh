@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The lab's task scenario: start SERVER with --max-questions, start CLIENTS clients in --cycle
-# mode at once, wait for the clients themselves, stop the server by its process id, and print how
-# long the whole run took and its timeline (scripts/timeline.sh): when each client got each
-# reply. Every line says who printed it ("server: ...", "client 2: ..."). A client that fails
+# The lab's task scenario (make run-*): start SERVER with --max-questions, start CLIENTS clients
+# in --cycle mode at once, wait for the clients themselves, stop the server by its process id, and
+# print how long the whole run took and its timeline (scripts/timeline.sh): when each client got
+# each reply. Every line says who printed it ("server: ...", "client 2: ..."). A client that fails
 # fails the run and stops the server; so does Ctrl-C. EVENTS, if given, keeps the timeline's input.
 # usage: run_scenario.sh BIN_DIR SERVER PORT CLIENTS DELAY QUESTIONS [SEED [EVENTS]]
 set -u

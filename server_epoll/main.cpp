@@ -7,15 +7,20 @@
 //   await reader.read()                  the descriptor is readable: on_readable
 //   writer.write(reply)                  make_reply appends to Connection::unsent
 //   await writer.drain()                 EPOLLOUT: on_writable sends what send() could not take
+//   writer.close()                       Stage::closing: the unsent replies, then a lingering close
 //   loop.run_forever()                   the while loop around epoll_wait
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <unordered_map>
@@ -26,9 +31,14 @@
 #include "common/protocol.hpp"
 
 namespace {
-// Back-pressure: a client whose replies pile up unsent past this is not read from until they
-// drain, so a client that never reads cannot grow the server's memory.
+using Clock = std::chrono::steady_clock;
+
+// Back-pressure: once a client's replies pile up unsent past this, the server stops answering
+// it (its complete questions wait in the framer) and stops reading from it until they drain,
+// so a client that never reads cannot grow the server's memory.
 constexpr std::size_t MAX_UNSENT = std::size_t{64} * 1024;
+// Out of descriptors, the listener is not watched for this long, instead of spinning.
+constexpr std::chrono::milliseconds ACCEPT_PAUSE{100};
 
 // Every handler returns what its connection wants next. The loop asks epoll for that and calls
 // epoll_ctl only when it differs from what epoll already watches, so a steady exchange costs
@@ -40,12 +50,21 @@ enum class Want : std::uint32_t {
   close = 0,                        // done: the handler has logged why
 };
 
+// A close the server decides on (the question limit, a question it will not answer) lingers,
+// as linger_before_close does for the blocking servers, but without blocking the loop.
+enum class Stage {
+  serving,    // answering questions
+  closing,    // answering no more: sending what is unsent, then the end of stream
+  lingering,  // reading and discarding until the client's end of stream, LINGER_BYTES or
+              // the deadline, whichever comes first
+};
+
 // One client: what handle_client's local variables are in the lab's asyncio server.
 struct Connection {
   Connection(Fd socket, std::string address) : sock(std::move(socket)), peer(std::move(address)) {}
   Fd sock;
   std::string peer;
-  Framer unread{MAX_QUESTION, "question"};  // bytes of questions not yet complete
+  Framer unread{MAX_QUESTION, "question"};  // bytes of questions not yet answered
   std::string unsent;                       // replies send() has not taken yet
   unsigned answered = 0;
   bool peer_closed = false;  // the client sent its end of stream
@@ -53,7 +72,15 @@ struct Connection {
   // should not cost.
   std::unique_ptr<std::mt19937> gen;
   Want watched = Want::read;  // what epoll watches for now
+  Stage stage = Stage::serving;
+  std::size_t discarded = 0;  // lingering: bytes read and thrown away
+  Clock::time_point linger_until;
 };
+
+// The lingering connections' deadlines, oldest first: each is LINGER_TIME after its start, so
+// the order they start in is the order they end in. An entry whose descriptor has been closed
+// meanwhile (or reused) no longer matches its connection's deadline and is skipped.
+using Deadlines = std::deque<std::pair<Clock::time_point, int>>;
 
 bool limit_reached(const Connection& c, const ServerOptions& options) {
   return options.max_questions != 0 && c.answered == options.max_questions;
@@ -84,8 +111,34 @@ Fd make_signal_fd() {
   return fd;
 }
 
-// Sends what it can of the unsent replies without blocking, then says what comes next.
-Want on_writable(Connection& c, const ServerOptions& options) {
+// Answers the complete questions the framer holds, until the limit or until the unsent replies
+// pass MAX_UNSENT. A question the server will not answer (too long, or cut short by the client's
+// end of stream) is logged, and the connection closes once the replies made before it are out.
+void answer(Connection& c, const ServerOptions& options) {
+  try {
+    while (c.stage == Stage::serving && !limit_reached(c, options) &&
+           c.unsent.size() <= MAX_UNSENT) {
+      const std::optional<std::string_view> question = c.unread.next('?');
+      if (!question) {
+        if (c.peer_closed && !c.unread.pending().empty()) {
+          throw closed_mid_message(c.unread.pending());
+        }
+        return;
+      }
+      if (!c.gen) c.gen = std::make_unique<std::mt19937>(make_generator(options.seed));
+      make_reply(*question, *c.gen, c.unsent);
+      ++c.answered;
+    }
+  } catch (const std::exception& error) {
+    log_line("Client " + c.peer + " error: " + error.what());
+    c.stage = Stage::closing;
+  }
+}
+
+// Answers what it may of the complete questions, sends what it can of the unsent replies
+// without blocking, then says what comes next.
+Want on_writable(Connection& c, const ServerOptions& options, Deadlines& deadlines) {
+  answer(c, options);
   if (!c.unsent.empty()) {
     const ssize_t sent = send(c.sock.get(), c.unsent.data(), c.unsent.size(), MSG_NOSIGNAL);
     if (sent >= 0) {
@@ -94,48 +147,53 @@ Want on_writable(Connection& c, const ServerOptions& options) {
       throw std::system_error(errno, std::generic_category(), "send");
     }
   }
+  answer(c, options);  // what waited for the replies to drain: sent at the next EPOLLOUT
   if (!c.unsent.empty()) {
-    const bool more_to_read = !limit_reached(c, options) && !c.peer_closed;
-    return more_to_read && c.unsent.size() <= MAX_UNSENT ? Want::read_write : Want::write;
+    const bool more_to_read = c.stage == Stage::serving && !limit_reached(c, options) &&
+                              !c.peer_closed && c.unsent.size() <= MAX_UNSENT;
+    return more_to_read ? Want::read_write : Want::write;
   }
-  if (limit_reached(c, options)) {
+  if (c.stage == Stage::serving) {
+    if (c.peer_closed) {
+      log_line("Client " + c.peer + " closed the connection");
+      return Want::close;
+    }
+    if (!limit_reached(c, options)) return Want::read;
     log_line("Closing connection to " + c.peer + " after " + std::to_string(c.answered) +
              " questions");
-    return Want::close;
+    c.stage = Stage::closing;
   }
-  if (c.peer_closed) {
-    log_line("Client " + c.peer + " closed the connection");
-    return Want::close;
+  if (c.stage == Stage::closing) {  // every reply is out: the end of stream, then the lingering
+    if (c.peer_closed || shutdown(c.sock.get(), SHUT_WR) != 0) return Want::close;
+    c.stage = Stage::lingering;
+    c.linger_until = Clock::now() + LINGER_TIME;
+    deadlines.emplace_back(c.linger_until, c.sock.get());
   }
   return Want::read;
 }
 
 // Reads what has arrived, answers every complete question in it, and sends the replies.
-Want on_readable(Connection& c, const ServerOptions& options, std::span<char> buffer) {
+Want on_readable(Connection& c, const ServerOptions& options, std::span<char> buffer,
+                 Deadlines& deadlines) {
   const ssize_t received = recv(c.sock.get(), buffer.data(), buffer.size(), 0);
   if (received < 0) {
     if (errno == EAGAIN || errno == EINTR) return c.watched;
+    if (c.stage == Stage::lingering) return Want::close;  // nothing left to deliver
     throw std::system_error(errno, std::generic_category(), "recv");
   }
-  if (received == 0) {
-    if (!c.unread.pending().empty()) {
-      throw closed_mid_message(c.unread.pending());
-    }
-    c.peer_closed = true;  // a half-close: it still gets the replies it asked for
+  if (c.stage == Stage::lingering) {
+    c.discarded += static_cast<std::size_t>(received);
+    return received == 0 || c.discarded >= LINGER_BYTES ? Want::close : Want::read;
   }
+  if (received == 0) c.peer_closed = true;  // a half-close: it still gets what it asked for
   c.unread.append({buffer.data(), static_cast<std::size_t>(received)});
-  while (!limit_reached(c, options)) {
-    const std::optional<std::string_view> question = c.unread.next('?');
-    if (!question) break;
-    if (!c.gen) c.gen = std::make_unique<std::mt19937>(make_generator(options.seed));
-    make_reply(*question, *c.gen, c.unsent);
-    ++c.answered;
-  }
-  return on_writable(c, options);
+  return on_writable(c, options, deadlines);  // which answers what is complete
 }
 
 // Stage 3 without blocking: accepts every client waiting in the backlog. False when out of
 // descriptors: the listener stays readable, so the loop must stop watching it for a while.
+// A client epoll cannot watch (out of kernel memory, or fs.epoll.max_user_watches reached) is
+// that client's error: it is logged and closed, and the server goes on.
 bool accept_clients(int epoll, int listener, std::unordered_map<int, Connection>& connections) {
   while (true) {
     sockaddr_storage address{};
@@ -145,10 +203,26 @@ bool accept_clients(int epoll, int listener, std::unordered_map<int, Connection>
     if (!sock) return errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM;
     const int fd = sock.get();
     const std::string peer = format_address(reinterpret_cast<sockaddr*>(&address));
-    watch(epoll, EPOLL_CTL_ADD, fd, Want::read);
-    connections.try_emplace(fd, std::move(sock), peer);
     log_line("Accepted connection from " + peer);
+    try {
+      watch(epoll, EPOLL_CTL_ADD, fd, Want::read);
+    } catch (const std::system_error& error) {
+      log_line("Client " + peer + " error: " + error.what());
+      continue;  // closes it
+    }
+    connections.try_emplace(fd, std::move(sock), peer);
   }
+}
+
+// How long epoll_wait may wait: until the nearest deadline, or for ever (-1) if none.
+int wait_timeout(std::optional<Clock::time_point> accept_again, const Deadlines& deadlines) {
+  std::optional<Clock::time_point> nearest = accept_again;
+  if (!deadlines.empty() && (!nearest || deadlines.front().first < *nearest)) {
+    nearest = deadlines.front().first;
+  }
+  if (!nearest) return -1;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(*nearest - Clock::now());
+  return static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0));
 }
 }  // namespace
 
@@ -163,18 +237,28 @@ int main(int argc, char* argv[]) try {
   watch(epoll.get(), EPOLL_CTL_ADD, signals.get(), Want::read);
 
   std::unordered_map<int, Connection> connections;  // the lab's "dictionary of file handles"
+  Deadlines deadlines;                              // of the lingering connections
+  std::optional<Clock::time_point> accept_again;    // out of descriptors: when to try again
   std::array<epoll_event, 256> ready{};
   std::array<char, std::size_t{16} * 1024> buffer{};  // every recv lands here first
-  bool accepting = true;
   while (true) {
-    // Out of descriptors, the loop wakes every 100 ms to try accepting again, instead of spinning.
-    const int count = epoll_wait(epoll.get(), ready.data(), ready.size(), accepting ? -1 : 100);
+    const int count =
+        epoll_wait(epoll.get(), ready.data(), ready.size(), wait_timeout(accept_again, deadlines));
     if (count < 0 && errno != EINTR) {
       throw std::system_error(errno, std::generic_category(), "epoll_wait");
     }
-    if (!accepting) {
+    const Clock::time_point now = Clock::now();
+    if (accept_again && now >= *accept_again) {
       watch(epoll.get(), EPOLL_CTL_MOD, listener.get(), Want::read);
-      accepting = true;
+      accept_again.reset();
+    }
+    while (!deadlines.empty() && deadlines.front().first <= now) {
+      const auto found = connections.find(deadlines.front().second);
+      if (found != connections.end() && found->second.stage == Stage::lingering &&
+          found->second.linger_until == deadlines.front().first) {
+        connections.erase(found);  // lingered long enough
+      }
+      deadlines.pop_front();
     }
     for (int i = 0; i < count; ++i) {
       const int fd = ready[i].data.fd;
@@ -184,8 +268,10 @@ int main(int argc, char* argv[]) try {
         return 0;
       }
       if (fd == listener.get()) {
-        accepting = accept_clients(epoll.get(), fd, connections);
-        if (!accepting) watch(epoll.get(), EPOLL_CTL_MOD, fd, Want::close);  // pause: no events
+        if (!accept_clients(epoll.get(), fd, connections)) {
+          watch(epoll.get(), EPOLL_CTL_MOD, fd, Want::close);  // pause: no events
+          accept_again = Clock::now() + ACCEPT_PAUSE;
+        }
         continue;
       }
       const auto found = connections.find(fd);
@@ -196,16 +282,18 @@ int main(int argc, char* argv[]) try {
       Want want = Want::close;
       try {
         const bool readable = (ready[i].events & EPOLLIN) || !(ready[i].events & EPOLLOUT);
-        want = readable && c.watched != Want::write ? on_readable(c, options, buffer)
-                                                    : on_writable(c, options);
+        want = readable && c.watched != Want::write ? on_readable(c, options, buffer, deadlines)
+                                                    : on_writable(c, options, deadlines);
+        if (want != Want::close && want != c.watched) {
+          watch(epoll.get(), EPOLL_CTL_MOD, fd, want);
+          c.watched = want;
+        }
       } catch (const std::exception& error) {
         log_line("Client " + c.peer + " error: " + error.what());
+        want = Want::close;
       }
       if (want == Want::close) {
         connections.erase(found);  // closing the descriptor also takes it out of the epoll set
-      } else if (want != c.watched) {
-        watch(epoll.get(), EPOLL_CTL_MOD, fd, want);
-        c.watched = want;
       }
     }
   }

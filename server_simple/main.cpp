@@ -4,9 +4,9 @@
 
 int main(int argc, char* argv[]) try {
   const ServerOptions options = parse_server_options(argc, argv, "server_simple", {});
+  stop_on_signals();  // first: a signal the moment it listens must stop it cleanly
   const Fd listener = get_server_socket(options.host, options.port);  // stages 1-2
 
-  stop_on_signals(listener.get(), 1);
   setup_connections(listener.get(), options);  // stages 3-6, until SIGINT or SIGTERM
 
   log_line("Shutting down");

@@ -8,9 +8,9 @@
 
 int main(int argc, char* argv[]) try {
   const ServerOptions options = parse_server_options(argc, argv, "server_threads", {.threads = 4});
+  stop_on_signals();  // first: a signal the moment it listens must stop it cleanly
   const Fd listener = get_server_socket(options.host, options.port);  // stages 1-2
 
-  stop_on_signals(listener.get(), options.threads);
   std::vector<std::jthread> pool;
   try {
     for (unsigned i = 0; i < options.threads; ++i) {

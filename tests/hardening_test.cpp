@@ -141,5 +141,5 @@ TEST_P(EveryServer, SigtermWithManyClientsAndRepliesInFlightExitsPromptly) {
   flood(flooder.get(), '?', std::size_t{4} * 1024 * 1024);  // its server thread blocks in send
   server.send_signal(SIGTERM);
   EXPECT_EQ(server.wait_exit(5s), 0);
-  EXPECT_EQ(lines(server.out()).back(), "Shutting down");
+  EXPECT_EQ(last_line(server.out()), "Shutting down");
 }

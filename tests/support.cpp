@@ -149,10 +149,23 @@ Server::~Server() {
   EXPECT_EQ(err(), "") << program << " wrote to stderr";
 }
 
+void set_timeouts(int sock, std::chrono::seconds timeout) {
+  const timeval limit{.tv_sec = timeout.count(), .tv_usec = 0};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+}
+
 Fd connect_port(const std::string& port) {
   Fd sock = connect_to("127.0.0.1", port);
-  const timeval timeout{.tv_sec = 10, .tv_usec = 0};
-  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  set_timeouts(sock.get());
+  return sock;
+}
+
+Fd accept_within(int listener, std::chrono::milliseconds timeout) {
+  if (!readable_within(listener, timeout)) throw std::runtime_error("nobody connected");
+  Fd sock(accept(listener, nullptr, nullptr));
+  if (!sock) throw std::system_error(errno, std::generic_category(), "accept");
+  set_timeouts(sock.get());
   return sock;
 }
 
@@ -208,7 +221,6 @@ bool readable_within(int sock, std::chrono::milliseconds timeout) {
 }
 
 int thread_count(pid_t pid) { return static_cast<int>(proc_status_field(pid, "Threads:")); }
-long rss_kib(pid_t pid) { return proc_status_field(pid, "VmRSS:"); }
 long peak_rss_kib(pid_t pid) { return proc_status_field(pid, "VmHWM:"); }
 double cpu_seconds(pid_t pid) { return proc_cpu_seconds(pid); }
 
@@ -234,4 +246,10 @@ std::vector<std::string> lines(const std::string& text) {
     result.push_back(text.substr(start, end - start));
   }
   return result;
+}
+
+std::optional<std::string> last_line(const std::string& text) {
+  std::vector<std::string> all = lines(text);
+  if (all.empty()) return std::nullopt;
+  return all.back();
 }

@@ -91,8 +91,15 @@ class Server : public Child {
   std::string port;
 };
 
-// A connected socket whose reads give up after 10 s instead of hanging the test.
+// Every socket a test reads or writes gives up after `timeout` (SO_RCVTIMEO and SO_SNDTIMEO: the
+// call fails with EAGAIN), so a server or helper that breaks a bound fails the test in seconds
+// instead of hanging the suite.
+void set_timeouts(int sock, std::chrono::seconds timeout = 10s);
+// A connected socket with those timeouts.
 Fd connect_port(const std::string& port);
+// The next connection to a fake server played by the test, with those timeouts; throws if none
+// comes within the timeout.
+Fd accept_within(int listener, std::chrono::milliseconds timeout = 10s);
 // Replies to `question`, read as the client reads them.
 std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question);
 // ThreadSanitizer defers a signal until the thread enters a call it knows to block, and recv is
@@ -112,8 +119,7 @@ std::string read_until_close(int sock);
 bool readable_within(int sock, std::chrono::milliseconds timeout);
 // /proc/PID/status and /proc/PID/fd of a child.
 int thread_count(pid_t pid);
-long rss_kib(pid_t pid);        // VmRSS
-long peak_rss_kib(pid_t pid);   // VmHWM
+long peak_rss_kib(pid_t pid);   // VmHWM: what a burst cost, even once it is freed again
 double cpu_seconds(pid_t pid);  // user + system time so far
 int fd_count(pid_t pid);
 // The child's descriptor count once it reaches `expected`, or what it is after the timeout. A
@@ -122,3 +128,5 @@ int fd_count(pid_t pid);
 int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout = 2s);
 // Lines of text, without their '\n'.
 std::vector<std::string> lines(const std::string& text);
+// The last of them, or nullopt if there is none (so a test compares instead of crashing).
+std::optional<std::string> last_line(const std::string& text);

@@ -12,8 +12,11 @@
 #include "common/log.hpp"
 #include "common/net.hpp"
 #include "common/protocol.hpp"
+#include "tests/support.hpp"
 
 namespace {
+// Two connected sockets whose reads and writes give up after 2 s: a helper that waits for more
+// than it should fails its test with EAGAIN instead of hanging the suite.
 struct SocketPair {
   Fd a, b;
   SocketPair() {
@@ -21,6 +24,8 @@ struct SocketPair {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
     a.reset(fds[0]);
     b.reset(fds[1]);
+    set_timeouts(a.get(), 2s);
+    set_timeouts(b.get(), 2s);
   }
 };
 
@@ -68,12 +73,11 @@ TEST(Framer, SkipsDelimitersBeforeFrom) {
 TEST(RecvUpto, ReassemblesAQuestionSentOneByteAtATime) {
   SocketPair pair;
   const std::string question = "Will I be happy tomorrow?";
-  std::thread writer([&] {
-    for (const char c : question) send_all(pair.a.get(), std::string_view(&c, 1));
+  const std::jthread writer([&] {  // joined however the test ends
+    for (const char c : question) send(pair.a.get(), &c, 1, MSG_NOSIGNAL);
   });
   Framer buffer(MAX_QUESTION, "question");
   EXPECT_EQ(recv_upto(pair.b.get(), buffer, '?'), question);
-  writer.join();
 }
 
 TEST(RecvUpto, KeepsTheQuestionsThatCameInTheSameWrite) {
@@ -229,7 +233,8 @@ TEST(Args, RejectsMalformedCommandLinesWithAReason) {
   EXPECT_EQ(usage_error({"--seed", "4294967296"}),
             "--seed must be a whole number from 0 to 4294967295, not '4294967296'");
   EXPECT_EQ(usage_error({"--threads", "0"}),
-            "--threads must be a whole number from 1 to 4294967295, not '0'");
+            "--threads must be a whole number from 1 to 100000, not '0' (each thread is a kernel "
+            "task with its own stack: 100000 is already past the limits of most systems)");
   EXPECT_EQ(usage_error({"a", "1", "b"}), "unexpected argument 'b'");
 }
 
@@ -277,4 +282,10 @@ TEST(Args, UsageListsEveryOption) {
        {"HOST", "PORT", "--seed N", "--max-questions N", "--threads N", "--help"}) {
     EXPECT_NE(usage.find(name), std::string::npos) << name;
   }
+}
+
+TEST(TestSupport, TheLastLineOfNoOutputIsNothingNotACrash) {
+  EXPECT_EQ(last_line(""), std::nullopt);
+  EXPECT_EQ(last_line("no newline yet"), std::nullopt);
+  EXPECT_EQ(last_line("Listening\nShutting down\n"), "Shutting down");
 }

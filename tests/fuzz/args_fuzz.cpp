@@ -26,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     if (server_arguments("server_threads", options).parse(args)) {
       check(parse_uint(options.port, "PORT", 0, 65535) <= 65535);
-      check(options.threads >= 1);
+      check(options.threads >= 1 && options.threads <= max_threads);
     }
   } catch (const UsageError&) {
   }
