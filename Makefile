@@ -40,14 +40,14 @@ BROKEN_SERVER := $(BUILD)/broken_server
 
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null)
 
-# The run-* scenario (README, "The lab's task").
+# The run-* scenario (README, "The lab's task"), which ends with its timeline.
 PORT ?= 1234
 CLIENTS ?= 3
 DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test grade exercise fuzz bench clean lint format help compare slides trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test grade exercise fuzz bench clean lint format help compare slides timeline trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS) compile_commands.json
@@ -150,6 +150,10 @@ grade: $(BIN)/grade $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epo
 	@echo "== client_questions --cycle --delay 0.3"
 	@$(BIN)/grade client --cycle --delay 0.3 -- $(BIN)/client_questions {host} {port} --cycle --delay 0.3
 
+# The three run-* scenarios with a short DELAY, drawn on one time axis into docs/timeline.png.
+timeline: $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll $(BIN)/client_questions
+	@bash scripts/timeline_picture.sh $(BIN)
+
 # For the lecture: what changes between two patterns, and what each does in system calls.
 A ?= simple
 B ?= threads
@@ -168,7 +172,7 @@ trace-async: trace-epoll
 trace-%: $(BIN)/server_% $(BIN)/client_questions
 	@bash scripts/trace.sh $(BIN) server_$* $*
 
-# The pattern comparison (bench/run.sh); QUICK=1 for a short version.
+# The pattern comparison (bench/run.sh); QUICK=1 for a short version, written under build/.
 bench: $(BIN)/loadgen $(SERVERS:%=$(BIN)/%)
 	@SERVERS='$(SERVERS)' bash bench/run.sh $(BIN) $(if $(QUICK),quick)
 
@@ -232,11 +236,12 @@ help:
 	@echo "make run-threads     the same against server_threads"
 	@echo "make run-async       the same against server_epoll"
 	@echo "make run-async-sync  async_sync sync, then async_sync async"
+	@echo "make timeline        the three run-* scenarios drawn on one time axis (docs/timeline.png)"
 	@echo "make compare A=simple B=threads   the diff of two patterns' main.cpp ($(PATTERNS))"
 	@echo "make slides          docs/SLIDES.md: the blocking code beside the epoll handlers"
 	@echo "make trace-simple    (trace-threads, trace-async, trace-PATTERN) a server's system calls, condensed"
 	@echo "make grade           bin/grade against this repository's own servers and client"
-	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute)"
+	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute, into build/)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make lint            clang-format, cppcheck, clang-tidy"
 	@echo "variables for run-*: PORT=$(PORT) CLIENTS=$(CLIENTS) DELAY=$(DELAY) QUESTIONS=$(QUESTIONS) SEED=$(SEED)"

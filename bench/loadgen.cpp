@@ -9,6 +9,16 @@
 // stock replies; anything else is an error, never a success. Latency per question goes into a
 // log-linear histogram. With --server-pid it also reads the server's CPU time, context switches
 // and (through perf, where present) system calls over the measured window.
+//
+// Per-question latency counts only questions that were answered: a server that serves one
+// connection and leaves the others waiting looks fast. So loadgen also measures what each client
+// felt: per connection, the time from its first question to its first reply. A connection never
+// answered counts at its age when loadgen stops (for one opened at the start, the warm-up and
+// the window), which is only a lower bound of its wait; a percentile that falls on one is
+// reported as a lower bound ("at least"). The per-question percentiles are not corrected for
+// coordinated omission: the load is closed-loop, with no intended rate and so no expected interval
+// to fill in (as wrk2 and HdrHistogram's recordValueWithExpectedInterval do); the per-connection
+// wait is what shows the clients a server leaves waiting.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -20,6 +30,7 @@
 #include <bit>
 #include <chrono>
 #include <cinttypes>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <deque>
@@ -156,8 +167,17 @@ struct Conn {
   std::string unsent;
   std::deque<std::pair<std::size_t, Clock::time_point>> in_flight;  // question, when it was sent
   std::size_t next_question = 0;
+  Clock::time_point first_asked;    // when its first question went out
+  bool answered = false;            // has had its first reply
   bool served = false;              // answered at least once in the measured window
   std::uint32_t watched = EPOLLIN;  // what epoll watches for now
+};
+
+// How long a connection waited for its first reply; never_answered: it had none when it ended or
+// loadgen stopped, and `wait` is its age then, a lower bound.
+struct FirstReply {
+  Clock::duration wait;
+  bool never_answered;
 };
 
 struct Counts {
@@ -193,6 +213,7 @@ class LoadGenerator {
   }
 
   void ask(Conn& c, bool measured) {
+    if (c.next_question == 0) c.first_asked = Clock::now();
     const std::size_t q = c.next_question++ % questions.size();
     c.unsent += questions[q];
     c.in_flight.emplace_back(q, measured ? Clock::now() : Clock::time_point{});
@@ -215,6 +236,7 @@ class LoadGenerator {
   // wrong reply is an error, the other questions in flight are lost; start a new connection.
   void reconnect(std::size_t index, bool wrong_reply) {
     Conn& c = conns_[index];
+    if (!c.answered) first_replies_.push_back({Clock::now() - c.first_asked, true});
     if (wrong_reply) ++counts_.errors;
     if (measuring_) {
       counts_.lost += c.in_flight.size() - (wrong_reply ? 1 : 0);
@@ -247,6 +269,10 @@ class LoadGenerator {
       if (!reply) break;
       if (!valid_reply(*reply, questions[q])) return reconnect(index, true);
       c.in_flight.pop_front();
+      if (!c.answered) {
+        c.answered = true;
+        first_replies_.push_back({now - c.first_asked, false});
+      }
       if (measuring_ && sent_at != Clock::time_point{}) {
         ++counts_.answered;
         c.served = true;
@@ -290,6 +316,10 @@ class LoadGenerator {
         if (ready[i].events & EPOLLOUT) flush(index);
         if (ready[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(index, buffer);
       }
+    }
+    const auto end = Clock::now();
+    for (const Conn& c : conns_) {
+      if (!c.answered) first_replies_.push_back({end - c.first_asked, true});
     }
     after_ = sample_server(static_cast<pid_t>(options_.server_pid));
     syscall_count_ = syscalls_.stop();
@@ -370,7 +400,28 @@ class LoadGenerator {
   }
 
  private:
-  void report_load() const {
+  // A percentile of the per-connection waits (nearest rank), in ms. If it falls on a connection
+  // never answered, its value is that connection's age: the percentile is at least that.
+  struct Wait {
+    double ms;
+    bool at_least;
+  };
+  [[nodiscard]] static Wait first_reply(std::span<const FirstReply> sorted, double p) {
+    if (sorted.empty()) return {0, false};
+    const auto rank = static_cast<std::size_t>(
+        std::max(1.0, std::ceil(p / 100.0 * static_cast<double>(sorted.size()))));
+    const FirstReply& at = sorted[std::min(rank, sorted.size()) - 1];
+    return {std::chrono::duration<double, std::milli>(at.wait).count(), at.never_answered};
+  }
+
+  void report_load() {
+    std::sort(first_replies_.begin(), first_replies_.end(),
+              [](const FirstReply& a, const FirstReply& b) { return a.wait < b.wait; });
+    const auto never = std::count_if(first_replies_.begin(), first_replies_.end(),
+                                     [](const FirstReply& r) { return r.never_answered; });
+    const Wait w50 = first_reply(first_replies_, 50);
+    const Wait w99 = first_reply(first_replies_, 99);
+    const Wait wmax = first_reply(first_replies_, 100);
     const double rate = static_cast<double>(counts_.answered) / window_;
     const double per_q = counts_.answered > 0 ? 1.0 / static_cast<double>(counts_.answered) : 0;
     const double cpu_us = (after_.cpu_seconds - before_.cpu_seconds) * 1e6 * per_q;
@@ -392,11 +443,16 @@ class LoadGenerator {
           ", \"lost\": %" PRIu64
           ", \"server_cpu_us_per_question\": %.2f, \"server_syscalls_per_question\": %.2f, "
           "\"server_context_switches_per_question\": %.3f, \"server_cpu_busy_percent\": %.0f, "
-          "\"server_threads\": %ld}\n",
+          "\"server_threads\": %ld, \"first_reply_connections\": %zu, \"never_answered\": %ld, "
+          "\"first_reply_p50_ms\": %.3f, \"first_reply_p50_at_least\": %s, "
+          "\"first_reply_p99_ms\": %.3f, \"first_reply_p99_at_least\": %s, "
+          "\"first_reply_max_ms\": %.3f, \"first_reply_max_at_least\": %s}\n",
           options_.connections, static_cast<long>(served), options_.pipeline, window_, rate, us(50),
           us(99), us(99.9), static_cast<double>(histogram_.max()) / 1e3, counts_.answered,
           counts_.errors, counts_.reconnects, counts_.lost, cpu_us, calls, switches, busy,
-          after_.threads);
+          after_.threads, first_replies_.size(), static_cast<long>(never), w50.ms,
+          w50.at_least ? "true" : "false", w99.ms, w99.at_least ? "true" : "false", wmax.ms,
+          wmax.at_least ? "true" : "false");
     } else {
       std::printf(
           "%u connections (%ld served) x %u in flight, %.1f s: %.0f questions/s; latency p50 %.1f "
@@ -406,6 +462,12 @@ class LoadGenerator {
           options_.connections, static_cast<long>(served), options_.pipeline, window_, rate, us(50),
           us(99), us(99.9), static_cast<double>(histogram_.max()) / 1e3, counts_.errors,
           counts_.reconnects, counts_.lost);
+      const auto at_least = [](const Wait& w) { return w.at_least ? "at least " : ""; };
+      std::printf(
+          "time to first reply, over %zu connections (%ld never answered): p50 %s%.3f ms, p99 "
+          "%s%.3f ms, max %s%.3f ms\n",
+          first_replies_.size(), static_cast<long>(never), at_least(w50), w50.ms, at_least(w99),
+          w99.ms, at_least(wmax), wmax.ms);
       if (options_.server_pid != 0) {
         std::printf(
             "server per question: %.2f us CPU, %.2f system calls, %.3f context switches; "
@@ -420,6 +482,7 @@ class LoadGenerator {
   std::vector<Conn> conns_;
   Counts counts_;
   Histogram histogram_;
+  std::vector<FirstReply> first_replies_;  // one per connection, in the whole run
   bool measuring_ = false;
   SyscallCounter syscalls_;
   long long syscall_count_ = -1;

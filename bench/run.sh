@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: the three patterns measured side by side on loopback. Each row starts a fresh
 # server pinned to CPU 0 and runs bin/loadgen pinned to CPU 1 (taskset, where present).
-# Prints one Markdown table per part and writes them, with a CSV, to bench/results/; draws
-# bench/results/throughput.png where gnuplot is installed.
+# Prints one Markdown table per part and writes them, with a CSV, to bench/results/ (a quick run
+# to build/bench/results/, so that it leaves the checked-in results alone); draws throughput.png
+# there where gnuplot is installed.
 # Servers in SERVERS (the Makefile's list) beyond the three get a plain row in every part.
 # usage: [SERVERS="server_simple ..."] bench/run.sh BIN_DIR [quick]
 set -u
@@ -10,6 +11,7 @@ set -u
 bin=$1
 quick=${2:-}
 out=bench/results
+[ -z "$quick" ] || out=build/bench/results
 mkdir -p "$out" build/bench
 
 if [ -n "$quick" ]; then
@@ -53,15 +55,21 @@ machine="$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -
   echo "Machine: $machine. Server on CPU 0, loadgen on CPU 1; ${seconds} s measured after ${warmup} s of warm-up per row."
 } > "$out/bench.md"
 csv="$out/results.csv"
-echo "server,threads,max_questions,connections,questions_per_second,p50_us,p99_us,p999_us,max_us,errors,reconnects,lost,cpu_us_per_question,syscalls_per_question,context_switches_per_question,server_cpu_busy_percent" > "$csv"
+echo "server,threads,max_questions,connections,questions_per_second,p50_us,p99_us,p999_us,max_us,errors,reconnects,lost,cpu_us_per_question,syscalls_per_question,context_switches_per_question,server_cpu_busy_percent,served,never_answered,first_reply_p50_ms,first_reply_p99_ms,first_reply_max_ms" > "$csv"
 
 table() { printf '%s\n' "$@" | tee -a "$out/bench.md"; }
 
+header="| server | connections | served | questions/s | p50 µs | p99 µs | p99.9 µs | max µs | first reply p50 ms | first reply p99 ms | first reply max ms | errors | reconnects | lost |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 # Part 1 and 2: throughput and latency, and what each question costs the server.
 table "" "## 1. Throughput and latency (one question in flight per connection)" "" \
-  "| server | connections | served | questions/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | reconnects | lost |" \
-  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  "Latency per question (p50 to max, µs) counts answered questions only. The first reply (ms) is per" \
+  "connection: from its first question to its first reply; a connection never answered counts at" \
+  "its age when loadgen stops, and a value marked ≥ is such a lower bound." "" \
+  "$header"
 costs=()
+# wait JSON NAME: a first-reply percentile, with ≥ where it is a lower bound
+wait_ms() { echo "$([ "$(field "$1" "first_reply_$2_at_least")" = true ] && echo "≥ ")$(field "$1" "first_reply_$2_ms")"; }
 row() {  # row LABEL MAXQ CONNECTIONS SERVER ARGS...
   local label=$1 maxq=$2 n=$3
   start_server "$4" --max-questions "$maxq" "${@:5}"
@@ -75,8 +83,8 @@ row() {  # row LABEL MAXQ CONNECTIONS SERVER ARGS...
   cpu=$(field "$json" server_cpu_us_per_question) calls=$(field "$json" server_syscalls_per_question)
   cs=$(field "$json" server_context_switches_per_question) busy=$(field "$json" server_cpu_busy_percent)
   threads=$(field "$json" server_threads)
-  table "| $label | $n | $(field "$json" served) | $q | $p50 | $p99 | $p999 | $mx | $err | $rec | $lost |"
-  echo "$label,$threads,$maxq,$n,$q,$p50,$p99,$p999,$mx,$err,$rec,$lost,$cpu,$calls,$cs,$busy" >> "$csv"
+  table "| $label | $n | $(field "$json" served) | $q | $p50 | $p99 | $p999 | $mx | $(wait_ms "$json" p50) | $(wait_ms "$json" p99) | $(wait_ms "$json" max) | $err | $rec | $lost |"
+  echo "$label,$threads,$maxq,$n,$q,$p50,$p99,$p999,$mx,$err,$rec,$lost,$cpu,$calls,$cs,$busy,$(field "$json" served),$(field "$json" never_answered),$(field "$json" first_reply_p50_ms),$(field "$json" first_reply_p99_ms),$(field "$json" first_reply_max_ms)" >> "$csv"
   if [ "$maxq" = 0 ] && [ "$n" = 100 ]; then
     costs+=("| $label | $q | $cpu | $calls | $cs | $busy% | $threads |")
   fi
@@ -89,8 +97,7 @@ for n in $counts; do
   for s in "${others[@]}"; do row "$s" 0 "$n" "$s"; done
 done
 table "" "With the lab's limit, --max-questions 10: every tenth reply the server closes and loadgen reconnects (churn)." ""
-table "| server | connections | served | questions/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | reconnects | lost |" \
-  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+table "$header"
 row "server_simple (limit 10)" 10 1 server_simple
 row "server_threads --threads 4 (limit 10)" 10 4 server_threads --threads 4
 row "server_epoll (limit 10)" 10 100 server_epoll
@@ -137,33 +144,34 @@ for s in "${others[@]}"; do idle_row "$s" 1000 "$s"; done
 
 if command -v gnuplot >/dev/null; then
   for s in server_simple "server_threads --threads 4" server_epoll; do
-    grep "^$s,[0-9]*,0," "$csv" | cut -d, -f4,5,7 | tr , ' ' > "build/bench/$(echo "$s" | cut -d' ' -f1,3 | tr ' ' _).dat"
+    grep "^$s,[0-9]*,0," "$csv" | cut -d, -f4,5,17,20 | tr , ' ' > "build/bench/$(echo "$s" | cut -d' ' -f1,3 | tr ' ' _).dat"
   done
   grep '^server_threads --threads [0-9]*,[0-9]*,0,' "$csv" | awk -F, '$1 == "server_threads --threads " $4' |
-    cut -d, -f4,5,7 | tr , ' ' > build/bench/server_threads_N.dat
+    cut -d, -f4,5,17,20 | tr , ' ' > build/bench/server_threads_N.dat
   gnuplot <<GNUPLOT
-set terminal pngcairo size 1100,450 font ",10"
+set terminal pngcairo size 1500,450 font ",10"
 set output "$out/throughput.png"
-set multiplot layout 1,2 title "sphinx servers on loopback ($machine)"
+set multiplot layout 1,3 title "sphinx servers on loopback ($machine)"
 set logscale x
 set xlabel "connections"
 set key top left
 set grid
+series = "server_simple server_threads_4 server_threads_N server_epoll"
+titles = "server\\\\_simple 'server\\\\_threads --threads 4' 'server\\\\_threads --threads N' server\\\\_epoll"
 set ylabel "questions per second"
-plot "build/bench/server_simple.dat" using 1:2 with linespoints title "server\\\\_simple", \
-     "build/bench/server_threads_4.dat" using 1:2 with linespoints title "server\\\\_threads --threads 4", \
-     "build/bench/server_threads_N.dat" using 1:2 with linespoints title "server\\\\_threads --threads N", \
-     "build/bench/server_epoll.dat" using 1:2 with linespoints title "server\\\\_epoll"
+plot for [i=1:4] "build/bench/".word(series, i).".dat" using 1:2 with linespoints title word(titles, i)
 set logscale y
-set ylabel "p99 latency (µs)"
-plot "build/bench/server_simple.dat" using 1:3 with linespoints title "server\\\\_simple", \
-     "build/bench/server_threads_4.dat" using 1:3 with linespoints title "server\\\\_threads --threads 4", \
-     "build/bench/server_threads_N.dat" using 1:3 with linespoints title "server\\\\_threads --threads N", \
-     "build/bench/server_epoll.dat" using 1:3 with linespoints title "server\\\\_epoll"
+set ylabel "time to first reply, p99 across connections (ms)"
+set title "a client never answered counts at the run's length: a lower bound" font ",9"
+plot for [i=1:4] "build/bench/".word(series, i).".dat" using 1:4 with linespoints title word(titles, i)
+unset title
+set ylabel "connections served"
+set yrange [0.7:*]
+plot for [i=1:4] "build/bench/".word(series, i).".dat" using 1:3 with linespoints title word(titles, i)
 unset multiplot
 GNUPLOT
   echo "" >> "$out/bench.md"
-  echo "![throughput and p99 latency against connections](throughput.png)" >> "$out/bench.md"
+  echo "![throughput, time to first reply and connections served, against connections](throughput.png)" >> "$out/bench.md"
 else
   echo "(no gnuplot: apt-get install gnuplot for bench/results/throughput.png)" >&2
 fi

@@ -52,6 +52,37 @@ TEST(Loadgen, CountsAWrongReplyAsAnErrorNotASuccess) {
   EXPECT_EQ(field(load.out(), "errors"), "1") << load.out();
 }
 
+// What each client felt: a connection never answered counts at its age when loadgen stops (here
+// the whole 0.3 s window, since there is no warm-up), marked as a lower bound.
+TEST(Loadgen, CountsAConnectionNeverAnsweredAtTheWindowAsALowerBound) {
+  // A server that never replies: a listening socket the test never accepts on. The kernel
+  // completes the connections in its backlog, and the questions wait there unread.
+  const Fd listener = get_server_socket("127.0.0.1", "0");
+  const std::string port = local_address(listener.get()).substr(10);
+  Child load("loadgen", {"127.0.0.1", port, "--connections", "3", "--seconds", "0.3", "--warmup",
+                         "0", "--json"});
+  EXPECT_EQ(load.wait_exit(), 0) << load.err();
+  const std::string json = load.out();
+  EXPECT_EQ(field(json, "first_reply_connections"), "3") << json;
+  EXPECT_EQ(field(json, "never_answered"), "3") << json;
+  for (const std::string p : {"p50", "p99", "max"}) {
+    EXPECT_GE(std::stod(field(json, "first_reply_" + p + "_ms").value_or("0")), 300.0) << json;
+    EXPECT_EQ(field(json, "first_reply_" + p + "_at_least"), "true") << json;
+  }
+}
+
+TEST(Loadgen, ConnectionsAllAnsweredGiveExactWaits) {
+  Server server("server_epoll", {"--max-questions", "0"});
+  Child load("loadgen", {"127.0.0.1", server.port, "--connections", "4", "--seconds", "0.3",
+                         "--warmup", "0.1", "--json"});
+  EXPECT_EQ(load.wait_exit(), 0) << load.err();
+  const std::string json = load.out();
+  EXPECT_EQ(field(json, "first_reply_connections"), "4") << json;
+  EXPECT_EQ(field(json, "never_answered"), "0") << json;
+  EXPECT_EQ(field(json, "first_reply_p99_at_least"), "false") << json;
+  EXPECT_EQ(field(json, "first_reply_max_at_least"), "false") << json;
+}
+
 TEST(Loadgen, BadCommandLinesExitTwo) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"127.0.0.1"}, {"127.0.0.1", "1", "--connections", "0"}, {"127.0.0.1", "1", "--x"}}) {
