@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <system_error>
@@ -148,6 +149,36 @@ TEST_P(Edges, AValidQuestionThenAnOverLongOneInOneReadGetsItsReplyThenAClose) {
   const std::optional<std::string> line = server.read_line();
   EXPECT_NE(line.value_or("").find(" error: question longer than 4096 bytes"), std::string::npos)
       << line.value_or("");
+}
+
+// The lingering close has a deadline of its own: a client that keeps sending after the limit
+// and never closes cannot keep its connection open, nor (on server_simple) keep the next client
+// waiting, however it spaces its bytes.
+TEST_P(Edges, AClientThatKeepsSendingAfterTheLimitIsClosedAtTheLingerDeadline) {
+  Server server(GetParam(), {"--max-questions", "1", "--seed", "42"});
+  const Fd lingerer = connect_port(server.port);
+  send_all(lingerer.get(), "1?2?");
+  // A byte every 100 ms for up to 10 s, five times the deadline; only the server's close (a
+  // failed send) stops it sooner.
+  std::atomic<bool> closed_by_server{false};
+  std::jthread trickler([&](const std::stop_token& stop) {
+    for (int i = 0; i < 100 && !stop.stop_requested(); ++i) {
+      if (send(lingerer.get(), "z", 1, MSG_NOSIGNAL) < 0) {
+        closed_by_server = true;
+        return;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  const Received received = receive_all(lingerer.get());
+  EXPECT_EQ(received.bytes, replies_with_seed_42({"1?"})[0]);
+  EXPECT_EQ(received.end, "end of stream");
+
+  const Fd next = connect_port(server.port);
+  Framer buffer(MAX_REPLY, "reply");
+  EXPECT_EQ(ask(next.get(), buffer, "x?"), replies_with_seed_42({"x?"})[0]);
+  trickler.join();
+  EXPECT_TRUE(closed_by_server) << "the lingering connection outlived 10 s of trickled bytes";
 }
 
 // A script that starts a server, reads its first line and signals it at once: the handlers
