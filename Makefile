@@ -40,7 +40,7 @@ BROKEN_SERVER := $(BUILD)/broken_server
 
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null)
 
-# The run-* scenario (README, "The lab's task"), which ends with its timeline.
+# The run-* scenario (docs/RUNNING.md, "The lab's task"), which ends with its timeline.
 PORT ?= 1234
 CLIENTS ?= 3
 DELAY ?= 2
