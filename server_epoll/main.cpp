@@ -199,7 +199,8 @@ bool accept_clients(const EventLoop& loop, int listener, Table& connections,
 using Deadlines = std::deque<std::pair<Clock::time_point, int>>;
 
 // A client's descriptor is ready: its handler, then what it waits for next. Whatever fails for
-// one client (its recv, its send, its epoll_ctl) closes that client, never the server.
+// one client (its recv, its send, its epoll_ctl) closes that client, never the server; once its
+// end line is logged (closing, lingering), a failure closes it without a second one.
 void serve(const EventLoop& loop, std::unique_ptr<Connection>& slot, std::uint32_t ready,
            const ServerOptions& options, std::span<char> buffer, Deadlines& lingering) {
   Connection& c = *slot;
@@ -215,7 +216,7 @@ void serve(const EventLoop& loop, std::unique_ptr<Connection>& slot, std::uint32
     if (want != c.watched) loop.modify(c.sock.get(), events(want));
     c.watched = want;
   } catch (const std::exception& error) {
-    log_line("Client " + c.peer + " error: " + error.what());
+    if (c.state == State::serving) log_line("Client " + c.peer + " error: " + error.what());
     slot.reset();
     return;
   }

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
+#include <regex>
 #include <system_error>
 
 #include "common/net.hpp"
@@ -179,6 +180,49 @@ TEST_P(Edges, AClientThatKeepsSendingAfterTheLimitIsClosedAtTheLingerDeadline) {
   EXPECT_EQ(ask(next.get(), buffer, "x?"), replies_with_seed_42({"x?"})[0]);
   trickler.join();
   EXPECT_TRUE(closed_by_server) << "the lingering connection outlived 10 s of trickled bytes";
+}
+
+// One end line per connection, however it ends: a client that reads slowly, has its over-long
+// question logged while replies are still on their way, then resets, must not get a second line
+// for the send that the reset makes fail.
+TEST_P(Edges, AResetAfterTheErrorLineIsLoggedAddsNoSecondEndLine) {
+  Server server(GetParam(), {"--max-questions", "0"});
+  Fd sock = connect_small_buffer(server.port);
+  const std::string peer = local_address(sock.get());
+  std::string sent;
+  for (int i = 0; i < 3000; ++i) sent += std::string(999, 'q') + "?";
+  sent += std::string(MAX_QUESTION + 1, 'y');
+  std::jthread sender([&] {
+    try {
+      send_all(sock.get(), sent);
+    } catch (const std::system_error&) {  // a timeout: the missing error line says so below
+    }
+  });
+  // Reads a little at a time, a moment apart (the scenario, not a synchronisation), until the
+  // server has logged the over-long question, its replies still on their way.
+  const std::string error_line = "Client " + peer + " error: question longer than 4096 bytes";
+  char chunk[4096];
+  while (server.out().find(error_line) == std::string::npos &&
+         recv(sock.get(), chunk, sizeof chunk, 0) > 0) {
+    std::this_thread::sleep_for(1ms);
+  }
+  sender.join();
+  ASSERT_NE(server.out().find(error_line), std::string::npos) << server.out();
+  const linger reset{.l_onoff = 1, .l_linger = 0};
+  setsockopt(sock.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  sock.reset();
+
+  // A connection after the reset: once it has ended, the server has seen the reset too.
+  {
+    const Fd next = connect_port(server.port);
+    Framer buffer(MAX_REPLY, "reply");
+    EXPECT_TRUE(starts_with(ask(next.get(), buffer, "Next?"), "Next? "));
+  }
+  const std::regex next_closed("^Client [^ ]+ closed the connection$");
+  EXPECT_EQ(wait_for_lines(server, next_closed, 1).size(), 1U) << server.out();
+  const std::string quoted = std::regex_replace(peer, std::regex("[.]"), "\\.");
+  const std::regex end_lines("^(Client " + quoted + " |Closing connection to " + quoted + " )");
+  EXPECT_EQ(wait_for_lines(server, end_lines, 2, 0ms).size(), 1U) << server.out();
 }
 
 // A script that starts a server, reads its first line and signals it at once: the handlers
