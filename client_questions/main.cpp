@@ -93,6 +93,7 @@ std::optional<Options> read_options(int argc, char* argv[]) {
   options.host = (*arguments)[0];
   options.port = (*arguments)[1];
   parse_uint(options.port, "PORT", 0, 65535);
+  if (options.cause_error && options.cycle) throw UsageError("-e and --cycle exclude each other");
   if (options.delay && !options.cycle) throw UsageError("--delay goes with --cycle");
   return options;
 }

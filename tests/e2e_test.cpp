@@ -354,7 +354,8 @@ INSTANTIATE_TEST_SUITE_P(
                     BadCommandLine{"server_threads", {"--threads", "4000000000"}},
                     BadCommandLine{"client_questions", {"127.0.0.1", "1", "--delay", "-2"}},
                     BadCommandLine{"client_questions", {"127.0.0.1", "1", "--delay", "1"}},
-                    BadCommandLine{"client_questions", {"127.0.0.1", "1", "--bogus"}}));
+                    BadCommandLine{"client_questions", {"127.0.0.1", "1", "--bogus"}},
+                    BadCommandLine{"client_questions", {"127.0.0.1", "1", "-e", "--cycle"}}));
 
 TEST(Help, PrintsTheUsageAndExitsZero) {
   std::vector<std::string> programs = all_servers();
