@@ -162,6 +162,8 @@ compare:
 	@case " $(PATTERNS) " in *" $(A) "*) ;; *) echo "A must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@case " $(PATTERNS) " in *" $(B) "*) ;; *) echo "B must be one of: $(PATTERNS)" >&2; exit 2;; esac
 	@diff -u server_$(A)/main.cpp server_$(B)/main.cpp; test $$? -le 1
+	@case "$(A) $(B)" in *epoll*) echo "(the event loop rewrites the blocking stages of common/server.cpp:" \
+	  "docs/SLIDES.md puts each beside its handler)" >&2;; esac
 
 # docs/SLIDES.md: the blocking functions beside the event-loop handlers, cut from the sources.
 slides:

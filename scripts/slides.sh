@@ -38,12 +38,15 @@ that was a function, blocked wherever it waits, becomes a state kept in the conn
 and handlers that run when the descriptor is ready, driven by one loop.
 
 HEAD
-slide "Stages 4 and 5: the conversation" \
+slide "Stage 4: the conversation" \
   "One function per client, which blocks in \`recv\` and \`send\`, against two handlers that never block: each does what it can now and returns what its connection waits for next." \
-  common/server.cpp "process_connection process_request" server_epoll/main.cpp "on_readable on_writable"
+  common/server.cpp "process_connection" server_epoll/main.cpp "on_readable on_writable"
+slide "Stage 5, and how a conversation ends" \
+  "One question and its reply, where the blocking code's loop and its \`return\` decide the end, against \`answer\`, which replies to every question the framer holds, and \`all_sent\`, which decides what comes once every reply is out: more questions, or the end and its lingering close as named states." \
+  common/server.cpp "process_request" server_epoll/main.cpp "answer all_sent"
 slide "Stage 3: accepting" \
   "A thread blocks in \`accept4\` and serves the client before it accepts again, against a handler that accepts every waiting client into the table, and pauses the listener while the server is out of descriptors." \
   common/server.cpp "setup_connections" server_epoll/main.cpp "on_acceptable accept_clients"
 slide "The loop" \
-  "The simple server's whole program, against the loop that serves whichever client is ready." \
-  server_simple/main.cpp "main" server_epoll/main.cpp "main"
+  "The simple server's whole program, against the loop that serves whichever client is ready, and \`serve\`, which calls a ready client's handler and tells epoll what it waits for next." \
+  server_simple/main.cpp "main" server_epoll/main.cpp "main serve"
