@@ -110,7 +110,10 @@ std::optional<Options> read_options(int argc, char* argv[]) {
   const auto arguments =
       parse_command_line(argc, argv, "", long_options, [&](int val, const char* value) {
         if (val == 'd') options.delay = parse_seconds(value, "--delay");
-        if (val == 'c') options.clients = parse_uint(value, "--clients", 1);
+        if (val == 'c') {
+          options.clients = parse_uint(value, "--clients", 1, 100000,
+                                       "each async client is a timer descriptor of its own");
+        }
       });
   if (!arguments) return std::nullopt;
   check_arguments(*arguments, {"MODE"}, 1);

@@ -88,6 +88,7 @@ TEST(AsyncSync, BadCommandLinesExitTwo) {
                                              {"sync", "--delay", "-1"},
                                              {"async", "--delay", "soon"},
                                              {"async", "--clients", "0"},
+                                             {"async", "--clients", "4000000000"},
                                              {"sync", "async"}}) {
     Child child("async_sync", args);
     EXPECT_EQ(child.wait_exit(), 2);
