@@ -229,6 +229,15 @@ unsigned count_served_at_once(const Target& target, unsigned probe) {
 }
 
 void concurrency(const Target& target, const GradeOptions& options) {
+  // A server that answers no one fails the first probe too, which would read as "1 at once" and
+  // pass it as simple: a client alone must be answered first.
+  try {
+    const Fd alone = open_client(target);
+    Framer buffer(MAX_REPLY, "reply");
+    ask(alone.get(), buffer, questions[0]);
+  } catch (const Came& came) {
+    throw Came(std::string("no client served, not even one alone: ") + came.what());
+  }
   const unsigned served = count_served_at_once(target, options.probe);
   const unsigned expected = options.pattern == "simple"    ? 1
                             : options.pattern == "threads" ? options.threads

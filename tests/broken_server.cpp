@@ -7,6 +7,7 @@
 //   no-limit         ignores --max-questions
 //   dies-on-error    exits when a client closes mid-question (the lab's -e)
 //   ignores-sigterm  does not exit on SIGTERM
+//   closes-at-once   closes every connection as soon as it accepts it, answering no one
 //
 // Otherwise it is server_simple, written out: one client at a time, SIGTERM ends it with exit 0.
 #include <sys/socket.h>
@@ -79,10 +80,12 @@ void serve(int sock, const std::string& broken, const ServerOptions& options) {
 
 int main(int argc, char* argv[]) try {
   const std::vector<std::string> breaks = {"first-only", "no-limit", "dies-on-error",
-                                           "ignores-sigterm"};
+                                           "ignores-sigterm", "closes-at-once"};
   if (argc < 2 || std::find(breaks.begin(), breaks.end(), argv[1]) == breaks.end()) {
-    std::fputs("usage: broken_server first-only|no-limit|dies-on-error|ignores-sigterm ...\n",
-               stderr);
+    std::fputs(
+        "usage: broken_server first-only|no-limit|dies-on-error|ignores-sigterm|closes-at-once "
+        "...\n",
+        stderr);
     return 2;
   }
   const std::string broken = argv[1];
@@ -93,7 +96,7 @@ int main(int argc, char* argv[]) try {
 
   while (stopping == 0) {
     const Fd sock(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (sock) serve(sock.get(), broken, options);
+    if (sock && broken != "closes-at-once") serve(sock.get(), broken, options);
   }
   log_line("Shutting down");
   return 0;

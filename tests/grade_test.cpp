@@ -159,6 +159,22 @@ TEST(GradeServer, SaysHowManyRepliesCameWhenTheLimitIsIgnored) {
             "5 replies to 8 questions, then the end of the stream; 8 replies to 8 questions");
 }
 
+// A server that answers no one fails every probe, the first too, which would read as one client
+// served at once: it must fail concurrency for every pattern, simple included, saying why.
+TEST(GradeServer, FailsConcurrencyForAServerThatAnswersNoOne) {
+  for (const std::string pattern : {"simple", "async"}) {
+    const Graded graded = run_grade({"server", "--pattern", pattern, "--", BROKEN_SERVER,
+                                     "closes-at-once", "{host}", "{port}"});
+    EXPECT_EQ(graded.exit_code, 1) << graded.report << graded.err;
+    EXPECT_TRUE(reason(graded, "concurrency")
+                    .ends_with("; no client served, not even one alone: to 'Will I be happy "
+                               "tomorrow?' no reply came: "
+                               "the connection closed"))
+        << pattern << "\n"
+        << graded.report;
+  }
+}
+
 // A server that dies is started again for the next checks; its check says how it ended, which,
 // unlike how the next connection failed, is the same on every run.
 TEST(GradeServer, SaysTheServerEndedAndGoesOnWithTheNextChecks) {
