@@ -175,6 +175,16 @@ TEST(GradeServer, FailsConcurrencyForAServerThatAnswersNoOne) {
   }
 }
 
+// How a close shows on grade's send (EPIPE or ECONNRESET) depends on timing; the report does not.
+TEST(GradeServer, SaysTheSameWhicheverWayAServerClosedMidQuestion) {
+  const Graded graded =
+      run_grade({"server", "--", BROKEN_SERVER, "closes-at-once", "{host}", "{port}"});
+  EXPECT_EQ(reason(graded, "question-in-pieces"),
+            "one reply to a question sent a few bytes at a time; the connection closed before the "
+            "whole question was sent")
+      << graded.report;
+}
+
 // A server that dies is started again for the next checks; its check says how it ended, which,
 // unlike how the next connection failed, is the same on every run.
 TEST(GradeServer, SaysTheServerEndedAndGoesOnWithTheNextChecks) {
