@@ -17,21 +17,13 @@
 #include "tests/support.hpp"
 
 namespace {
-// Sends and receives on `sock` give up after 10 s: a test that sends from a thread of its own
-// can then always join it.
-void bound_waits(int sock) {
-  const timeval timeout{.tv_sec = 10, .tv_usec = 0};
-  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-}
-
 // A client that reads slowly: a 4096-byte receive buffer, set before connecting, since the
 // window it advertises is settled by the handshake.
 Fd connect_small_buffer(const std::string& port) {
   Fd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   const int size = 4096;
   setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  bound_waits(sock.get());
+  set_timeouts(sock.get());
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
@@ -362,7 +354,7 @@ TEST(ServerEpollEdges, AClientWhoseWatchCannotChangeIsClosedAloneAndTheOthersAre
 TEST(ServerEpollEdges, QuestionsLeftWaitingByBackPressureAreAnsweredWhenTheRepliesDrain) {
   Server server("server_epoll", {"--max-questions", "0", "--seed", "42"});
   const Fd sock = connect_port(server.port);
-  bound_waits(sock.get());
+  set_timeouts(sock.get());
   constexpr std::size_t count = 100000;  // about 900 KB of replies
   const std::vector<std::string> replies =
       replies_with_seed_42(std::vector<std::string>(count, "?"));

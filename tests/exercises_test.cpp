@@ -68,13 +68,6 @@ std::string help_of(const std::string& program) {
   return child.out();
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // What the peer sends until it closes, or until it has sent nothing for `quiet` (a server that
 // stopped answering): the check then reports how far it got instead of failing obscurely.
 struct Received {
@@ -139,12 +132,12 @@ SignalDisposition signal_disposition(pid_t pid) {
   SignalDisposition seen;
   for (const auto& task :
        std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    const std::string status = read_text(task.path().string() + "/status");
+    const std::string status = read_file(task.path().string() + "/status");
     ++seen.threads;
     if (has_bits(status, "SigCgt", false)) ++seen.catching;
     if (has_bits(status, "SigBlk", true)) {
       ++seen.blocking;
-    } else if (read_text(task.path().string() + "/syscall")
+    } else if (read_file(task.path().string() + "/syscall")
                    .rfind(std::to_string(SYS_rt_sigtimedwait) + " ", 0) == 0) {
       ++seen.waiting;
     }
@@ -157,7 +150,7 @@ int listeners_on(const std::string& port) {
   char hex[8];
   std::snprintf(hex, sizeof hex, "%04X", static_cast<unsigned>(std::stoul(port)));
   int count = 0;
-  std::istringstream table(read_text("/proc/net/tcp"));
+  std::istringstream table(read_file("/proc/net/tcp"));
   for (std::string line; std::getline(table, line);) {
     std::istringstream words(line);
     std::string slot, local, remote, state;
@@ -172,7 +165,7 @@ std::vector<double> thread_cpu_seconds(pid_t pid) {
   std::vector<double> result;
   for (const auto& task :
        std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    const std::string stat = read_text(task.path().string() + "/stat");
+    const std::string stat = read_file(task.path().string() + "/stat");
     std::istringstream fields(stat.substr(stat.rfind(')') + 2));
     std::string skip_field;
     for (int i = 3; i < 14; ++i) fields >> skip_field;
@@ -511,7 +504,7 @@ class Exercise4 : public testing::Test {
     bool uses = false;  // EPOLLET in code, not only in a comment
     for (const auto& file :
          std::filesystem::directory_iterator(std::string(SOURCE_DIR) + "/server_epoll")) {
-      std::istringstream source(read_text(file.path().string()));
+      std::istringstream source(read_file(file.path().string()));
       for (std::string line; std::getline(source, line);) {
         uses = uses || line.substr(0, line.find("//")).find("EPOLLET") != std::string::npos;
       }

@@ -14,13 +14,6 @@
 namespace {
 const std::string source_dir = SOURCE_DIR;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // Every C++ source file of the programs and common/.
 std::string all_sources() {
   std::string text;

@@ -25,13 +25,6 @@ Child scenario(const std::string& bin_dir, const std::string& server, int client
                 "0", std::to_string(clients), delay, std::to_string(questions)});
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // One timeline row: the columns of its replies (a column may hold several), and its end mark.
 struct Row {
   std::vector<std::size_t> replies;

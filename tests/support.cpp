@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
@@ -239,6 +240,13 @@ int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout)
     count = fd_count(pid);
   }
   return count;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 std::vector<std::string> lines(const std::string& text) {

@@ -128,6 +128,8 @@ int fd_count(pid_t pid);
 // server logs a connection's end just before it closes the descriptor, so no printed line marks
 // the close itself: this is the one place a test waits on a condition rather than on output.
 int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout = 2s);
+// A whole file as text; empty if it cannot be read.
+std::string read_file(const std::string& path);
 // Lines of text, without their '\n'.
 std::vector<std::string> lines(const std::string& text);
 // The last of them, or nullopt if there is none (so a test compares instead of crashing).
