@@ -147,7 +147,13 @@ Server::Server(const std::string& program, const std::vector<std::string>& optio
 Server::~Server() {
   if (exited()) return;
   send_signal(SIGTERM);
-  const std::optional<int> code = wait_exit();
+  std::optional<int> code = wait_exit(tsan_cannot_signal(program) ? 2s : 10s);
+  if (!code && tsan_cannot_signal(program)) {
+    // See tsan_cannot_signal: a second SIGTERM interrupts the call the first one was held back
+    // from, and both are delivered as it returns. Only TSan's server_simple gets here.
+    send_signal(SIGTERM);
+    code = wait_exit();
+  }
   EXPECT_EQ(code, 0) << program << " did not shut down cleanly on SIGTERM";
   EXPECT_EQ(err(), "") << program << " wrote to stderr";
 }

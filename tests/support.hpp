@@ -104,10 +104,12 @@ Fd connect_port(const std::string& port);
 Fd accept_within(int listener, std::chrono::milliseconds timeout = 10s);
 // Replies to `question`, read as the client reads them.
 std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question);
-// ThreadSanitizer defers a signal until the thread enters a call it knows to block, and recv is
-// not one here: a SIGTERM that reaches server_simple's only thread while it waits in recv is
-// never delivered (google/sanitizers#1813, llvm/llvm-project#83561 describe the same deferral).
-// The plain and ASan builds run these tests; under TSan they skip server_simple.
+// ThreadSanitizer defers a signal that arrives outside a call it knows to block until the thread
+// returns from its next intercepted call, and recv and accept4 are not such calls here: a SIGTERM
+// that reaches server_simple's only thread just before it blocks there is held back until a
+// client comes (google/sanitizers#1813, llvm/llvm-project#83561 describe the same deferral). The
+// plain and ASan builds run the signal tests; under TSan they skip server_simple, and Server's
+// destructor sends it a second SIGTERM when the first was held back.
 bool tsan_cannot_signal(const std::string& server);
 // Sends `question` and returns the reply read as the client reads it, or "<closed>".
 std::string ask(int sock, Framer& buffer, std::string_view question);
