@@ -149,8 +149,8 @@ Server::~Server() {
   send_signal(SIGTERM);
   std::optional<int> code = wait_exit(tsan_cannot_signal(program) ? 2s : 10s);
   if (!code && tsan_cannot_signal(program)) {
-    // See tsan_cannot_signal: a second SIGTERM interrupts the call the first one was held back
-    // from, and both are delivered as it returns. Only TSan's server_simple gets here.
+    // See tsan_cannot_signal: the second SIGTERM interrupts the blocked call (the handler has no
+    // SA_RESTART), and TSan runs the handler for the held-back one as that call returns.
     send_signal(SIGTERM);
     code = wait_exit();
   }

@@ -104,12 +104,13 @@ Fd connect_port(const std::string& port);
 Fd accept_within(int listener, std::chrono::milliseconds timeout = 10s);
 // Replies to `question`, read as the client reads them.
 std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question);
-// ThreadSanitizer defers a signal that arrives outside a call it knows to block until the thread
-// returns from its next intercepted call, and recv and accept4 are not such calls here: a SIGTERM
-// that reaches server_simple's only thread just before it blocks there is held back until a
-// client comes (google/sanitizers#1813, llvm/llvm-project#83561 describe the same deferral). The
-// plain and ASan builds run the signal tests; under TSan they skip server_simple, and Server's
-// destructor sends it a second SIGTERM when the first was held back.
+// ThreadSanitizer (gcc 12's runtime here) runs a signal handler at once only while the thread is
+// in a call it treats as blocking (poll, epoll_wait); otherwise it holds the signal until the
+// thread's next intercepted call returns. recv and accept4 are not such calls: a SIGTERM that
+// reaches server_simple's only thread just before it blocks in one waits until a client connects
+// or sends (google/sanitizers#1813, llvm/llvm-project#83561 describe the same deferral). Plain
+// and ASan builds run the signal tests; under TSan they skip server_simple, and Server's
+// destructor sends it a second SIGTERM if it has not exited 2 s after the first.
 bool tsan_cannot_signal(const std::string& server);
 // Sends `question` and returns the reply read as the client reads it, or "<closed>".
 std::string ask(int sock, Framer& buffer, std::string_view question);
