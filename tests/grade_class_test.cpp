@@ -164,7 +164,7 @@ TEST(GradeClass, ThreeAtOnceGiveTheReportsOneAtATimeGives) {
   fs::copy_file(source + "/tests/lab_server.py", submissions / "di/server.py");
 
   const auto grade_class = [&](const std::string& jobs) {
-    const std::string results = (dir.path() / ("results-" + jobs)).string();
+    std::string results = (dir.path() / ("results-" + jobs)).string();
     Child run("/bin/bash", {source + "/scripts/grade_class.sh", std::string(BIN_DIR) + "/grade",
                             submissions.string(), jobs, results, "--max-questions 3",
                             "python3 server.py {host} {port} " + dir.path().string()});
@@ -187,9 +187,9 @@ TEST(GradeClass, ThreeAtOnceGiveTheReportsOneAtATimeGives) {
             "it accepted connections\"\n"
             "\"di\",1,1,0,1,1,0,1,5,7,\"\"\n");
   EXPECT_EQ(read_file(three + "/gradebook.csv"), gradebook);
-  for (const std::string name : {"ada", "bo", "cy", "di"}) {
-    EXPECT_EQ(read_file(three + "/" + name + ".txt"), read_file(one + "/" + name + ".txt")) << name;
-    EXPECT_EQ(read_file(three + "/" + name + ".err"), read_file(one + "/" + name + ".err")) << name;
+  for (const std::string file :
+       {"ada.txt", "ada.err", "bo.txt", "bo.err", "cy.txt", "cy.err", "di.txt", "di.err"}) {
+    EXPECT_EQ(read_file(fs::path(three) / file), read_file(fs::path(one) / file)) << file;
   }
   EXPECT_NE(read_file(one + "/ada.txt").find("PASS answers-the-three-questions\n"),
             std::string::npos);

@@ -226,3 +226,23 @@ TEST_F(GradeContains, GradeInterruptedKillsTheServerAndExits) {
     for (const pid_t pid : left) kill(pid, SIGKILL);
   }
 }
+
+// The time limit also bounds a client: one that never connects is stopped at the deadline, and
+// each of its checks says so.
+TEST_F(GradeContains, TimeoutStopsAClientThatNeverConnects) {
+  const std::string marker = new_marker("client");
+  Child grade("grade", {"client", "--timeout", "1", "--", "python3", "-c",
+                        "import time; time.sleep(60)", marker});
+  EXPECT_EQ(grade.wait_exit(bound), 1) << grade.out() << grade.err();
+  EXPECT_EQ(grade.out(),
+            "FAIL asks-the-three-questions: the lab's three questions, in order, then the end; cut "
+            "short: the time limit ran out\n"
+            "FAIL prints-each-reply: each reply grade sent on a line of its own, nothing else; cut "
+            "short: the time limit ran out\n"
+            "FAIL exits-zero: exit status 0; cut short: the time limit ran out\n"
+            "score 0/3\n");
+  const std::vector<pid_t> left = processes_with(marker);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes left";
+  grade.send_signal(SIGKILL);
+  for (const pid_t pid : left) kill(pid, SIGKILL);
+}
