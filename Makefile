@@ -47,7 +47,7 @@ DELAY ?= 2
 QUESTIONS ?= 10
 SEED ?=
 
-.PHONY: all test grade exercise fuzz bench clean lint format help compare slides timeline trace-async run-simple run-threads run-async run-async-sync
+.PHONY: all test grade grade-class exercise fuzz bench clean lint format help compare slides timeline trace-async run-simple run-threads run-async run-async-sync
 .DEFAULT_GOAL := all
 
 all: $(PROGRAM_BINS) compile_commands.json
@@ -150,6 +150,16 @@ grade: $(BIN)/grade $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epo
 	@echo "== client_questions --cycle --delay 0.3"
 	@$(BIN)/grade client --cycle --delay 0.3 -- $(BIN)/client_questions {host} {port} --cycle --delay 0.3
 
+# make grade-class SUBMISSIONS=DIR JOBS=N: grade the server in every student directory of DIR,
+# N at a time, into RESULTS (reports and gradebook.csv). SERVER runs in the student's directory.
+JOBS ?= 2
+RESULTS ?= build/grade-class
+GRADE_ARGS ?= --pattern async --max-questions 10
+SERVER ?= python3 server_asyncio.py {host} {port}
+grade-class: $(BIN)/grade
+	@[ -n "$(SUBMISSIONS)" ] || { echo "usage: make grade-class SUBMISSIONS=DIR [JOBS=N] [RESULTS=DIR] [GRADE_ARGS=...] [SERVER=...]" >&2; exit 2; }
+	@bash scripts/grade_class.sh $(BIN)/grade '$(SUBMISSIONS)' '$(JOBS)' '$(RESULTS)' '$(GRADE_ARGS)' '$(SERVER)'
+
 # The three run-* scenarios with a short DELAY, drawn on one time axis into docs/timeline.png.
 timeline: $(BIN)/server_simple $(BIN)/server_threads $(BIN)/server_epoll $(BIN)/client_questions
 	@bash scripts/timeline_picture.sh $(BIN)
@@ -243,6 +253,7 @@ help:
 	@echo "make slides          docs/SLIDES.md: the blocking code beside the epoll handlers"
 	@echo "make trace-simple    (trace-threads, trace-async, trace-PATTERN) a server's system calls, condensed"
 	@echo "make grade           bin/grade against this repository's own servers and client"
+	@echo "make grade-class SUBMISSIONS=DIR JOBS=N   every student's server graded, a CSV gradebook"
 	@echo "make bench           the patterns measured side by side (QUICK=1: under a minute, into build/)"
 	@echo "make fuzz            the libFuzzer targets for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make lint            clang-format, cppcheck, clang-tidy"

@@ -263,7 +263,8 @@ void grade_client(const GradeOptions& options, Report& report) {
   // The client's stdout goes to a file in memory: it can print any amount without blocking.
   const Fd printed_fd(memfd_create("client stdout", MFD_CLOEXEC));
   if (!printed_fd) throw std::system_error(errno, std::generic_category(), "memfd_create");
-  Process client(substitute(options.command, "127.0.0.1", port), printed_fd.get());
+  Process client("client", substitute(options.command, "127.0.0.1", port), printed_fd.get(),
+                 options.limits);
   const Conversation talk = converse(listener.get(), client, options);
 
   // How long the client may take to exit: with --cycle, S + 1 s after grade closed.
@@ -277,11 +278,16 @@ void grade_client(const GradeOptions& options, Report& report) {
   const std::optional<int> status =
       client.wait(std::chrono::duration_cast<std::chrono::milliseconds>(left));
   const std::string printed = printed_text(printed_fd.get());
+  client.stop();
+  // A client grade stopped (its memory, the time limit) is judged by that alone.
+  std::optional<std::string> stopped = client.stopped_why();
+  if (stopped == time_ran_out) stopped = "cut short: " + time_ran_out;
 
   const auto check = [&](std::string_view name, const std::string& expected, auto&& run) {
     try {
+      if (stopped) throw Came(*stopped);
       run();
-      report.pass(name);
+      report.pass(name, expected);
     } catch (const Came& came) {
       report.fail(name, expected, came.what());
     }

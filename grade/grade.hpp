@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "grade/process.hpp"
 
 // What grade's three files share: the command line, the report, and the programs grade starts.
 
@@ -19,16 +21,41 @@ struct GradeOptions {
   std::string host;                  // server mode: a server already running at HOST PORT
   std::string port;                  //
   std::vector<std::string> command;  // or the COMMAND ARGS... after "--"
-  std::string pattern;               // server: simple, threads or async (or none)
+  std::string pattern;               // server: simple, threads, thread-per-client, async or none
   unsigned threads = 4;              // server, pattern threads: the pool's size
   unsigned probe = 16;               // server: silent clients at most, in concurrency
   std::optional<std::uint32_t> max_questions;
-  std::optional<std::uint32_t> seed;  // server: the replies must follow this seed
-  bool error = false;                 // client: graded as client_questions -e
-  bool cycle = false;                 // client: graded as the lab's task
-  double delay = 2;                   // client, with --cycle: seconds before each question
-  std::string junit;                  // also write the results here, as JUnit XML
+  std::optional<std::uint32_t> seed;       // server: the replies must follow this seed
+  bool error = false;                      // client: graded as client_questions -e
+  bool cycle = false;                      // client: graded as the lab's task
+  double delay = 2;                        // client, with --cycle: seconds before each question
+  std::string junit;                       // also write the results here, as JUnit XML
+  std::string gradescope;                  // ... and here, as Gradescope's results.json
+  std::map<std::string, unsigned> points;  // --points: a check's weight (1 when not given)
+  Limits limits;                           // --max-memory, and --timeout's deadline
 };
+
+// Every check grade has, for --points to name.
+inline const std::vector<std::string> check_names = {
+    "answers-the-three-questions",
+    "question-in-pieces",
+    "questions-in-one-packet",
+    "survives-client-error",
+    "survives-reset",
+    "question-limit",
+    "concurrency",
+    "seeded-replies",
+    "clean-shutdown",
+    "asks-the-three-questions",
+    "prints-each-reply",
+    "exits-zero",
+    "sends-a-question-without-its-mark-then-closes",
+    "cycles-through-the-questions",
+    "waits-before-each-question",
+    "stops-when-the-server-closes"};
+
+// "not run: the time limit ran out": how a check after the deadline fails.
+bool out_of_time(const GradeOptions& options);
 
 // Grading cannot run (the server never came up, the command cannot start): exit status 2.
 struct CannotGrade : std::runtime_error {
@@ -41,38 +68,31 @@ struct Came : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The lines a grading script diffs: "PASS name" or "FAIL name: expected; came", then a score.
+// The lines a grading script diffs: "PASS name" or "FAIL name: expected; came", then a score:
+// the points of the checks passed, out of all their points.
 class Report {
  public:
-  void pass(std::string_view name);
+  explicit Report(std::map<std::string, unsigned> points);
+  void pass(std::string_view name, std::string_view expected);
   void fail(std::string_view name, std::string_view expected, std::string_view came);
-  // Prints "score K/N", writes the JUnit file if asked; the exit status: 0 all passed, else 1.
-  int finish(std::string_view suite, const std::string& junit_file) const;
+  // Prints "score K/N", writes the JUnit and Gradescope files if asked; the exit status: 0 all
+  // passed, else 1.
+  int finish(std::string_view suite, const GradeOptions& options) const;
+  // Grading could not run: Gradescope's file, if asked, says why with a score of 0.
+  void cannot_grade(const std::string& why, const std::string& gradescope_file) const;
 
  private:
   struct Result {
     std::string name;
+    std::string expected;
     std::string failure;  // empty when the check passed
+    unsigned points;
   };
+  void write_junit(std::string_view suite, const std::string& file) const;
+  void write_gradescope(const std::string& file, const std::string& output) const;
+  std::map<std::string, unsigned> points_;
   std::vector<Result> results_;
-};
-
-// A program grade started (the server or the client under test), with stdin from /dev/null and
-// stdout to `stdout_fd`. The destructor kills and reaps it if it still runs.
-class Process {
- public:
-  Process(const std::vector<std::string>& argv, int stdout_fd);  // CannotGrade if it cannot start
-  ~Process();
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  // Waits at most `timeout` for the program to exit: its wait status, or nullopt if it still runs.
-  std::optional<int> wait(std::chrono::milliseconds timeout);
-  void signal(int number) const;
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 // "exit status 1", "killed by signal 15 (Terminated)": how a wait status reads in a report.

@@ -4,11 +4,11 @@
 // failed, 2 grading could not run.
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <csignal>
 #include <cstdio>
@@ -22,15 +22,20 @@
 #include "common/protocol.hpp"
 #include "grade/grade.hpp"
 
-extern char** environ;
+Report::Report(std::map<std::string, unsigned> points) : points_(std::move(points)) {}
 
-void Report::pass(std::string_view name) {
-  results_.push_back({std::string(name), ""});
+void Report::pass(std::string_view name, std::string_view expected) {
+  const auto weight = points_.find(std::string(name));
+  results_.push_back(
+      {std::string(name), std::string(expected), "", weight == points_.end() ? 1 : weight->second});
   log_line("PASS " + std::string(name));
 }
 
 void Report::fail(std::string_view name, std::string_view expected, std::string_view came) {
-  results_.push_back({std::string(name), std::string(expected) + "; " + std::string(came)});
+  const auto weight = points_.find(std::string(name));
+  results_.push_back({std::string(name), std::string(expected),
+                      std::string(expected) + "; " + std::string(came),
+                      weight == points_.end() ? 1 : weight->second});
   log_line("FAIL " + std::string(name) + ": " + results_.back().failure);
 }
 
@@ -50,75 +55,92 @@ std::string xml_escape(std::string_view text) {
   }
   return out;
 }
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;  // the report's text is printable ASCII already (escape)
+  }
+  return out + "\"";
+}
 }  // namespace
 
-int Report::finish(std::string_view suite, const std::string& junit_file) const {
-  std::size_t passed = 0;
-  for (const Result& result : results_) passed += result.failure.empty() ? 1 : 0;
-  log_line("score " + std::to_string(passed) + "/" + std::to_string(results_.size()));
-  if (!junit_file.empty()) {
-    // One test case per check, no times: the file is as reproducible as the report.
-    std::ofstream xml(junit_file);
-    xml << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        << "<testsuite name=\"grade " << suite << "\" tests=\"" << results_.size()
-        << "\" failures=\"" << results_.size() - passed << "\">\n";
-    for (const Result& result : results_) {
-      xml << "  <testcase classname=\"grade." << suite << "\" name=\"" << xml_escape(result.name)
-          << "\"";
-      if (result.failure.empty()) {
-        xml << "/>\n";
-      } else {
-        xml << ">\n    <failure message=\"" << xml_escape(result.failure) << "\"/>\n"
-            << "  </testcase>\n";
-      }
-    }
-    xml << "</testsuite>\n";
-    if (!xml.flush()) throw CannotGrade("cannot write " + junit_file);
+int Report::finish(std::string_view suite, const GradeOptions& options) const {
+  unsigned score = 0;
+  unsigned max_score = 0;
+  for (const Result& result : results_) {
+    score += result.failure.empty() ? result.points : 0;
+    max_score += result.points;
   }
-  return passed == results_.size() ? 0 : 1;
+  log_line("score " + std::to_string(score) + "/" + std::to_string(max_score));
+  if (!options.junit.empty()) write_junit(suite, options.junit);
+  if (!options.gradescope.empty()) write_gradescope(options.gradescope, "");
+  return std::ranges::all_of(results_, [](const Result& r) { return r.failure.empty(); }) ? 0 : 1;
 }
 
-Process::Process(const std::vector<std::string>& argv, int stdout_fd) {
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
-  // posix_spawnp searches PATH like a shell, and reports a program that cannot run (ENOENT,
-  // EACCES) as its result, not as an exit status of 127 that could be the program's own.
-  const int error = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) {
-    throw CannotGrade("cannot start " + quote(argv[0]) + ": " + std::strerror(error));
-  }
+void Report::cannot_grade(const std::string& why, const std::string& gradescope_file) const {
+  if (!gradescope_file.empty()) write_gradescope(gradescope_file, "grade could not run: " + why);
 }
 
-Process::~Process() {
-  if (!status_) {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
+void Report::write_junit(std::string_view suite, const std::string& file) const {
+  // One test case per check, no times: the file is as reproducible as the report. The points go
+  // in properties, which JUnit readers show and ignore.
+  std::size_t failures = 0;
+  unsigned score = 0;
+  unsigned max_score = 0;
+  for (const Result& result : results_) {
+    failures += result.failure.empty() ? 0 : 1;
+    score += result.failure.empty() ? result.points : 0;
+    max_score += result.points;
   }
-}
-
-std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!status_) {
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      status_ = status;
-    } else if (std::chrono::steady_clock::now() >= deadline) {
-      break;
+  std::ofstream xml(file);
+  xml << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      << "<testsuite name=\"grade " << suite << "\" tests=\"" << results_.size() << "\" failures=\""
+      << failures << "\">\n"
+      << "  <properties>\n"
+      << "    <property name=\"score\" value=\"" << score << "\"/>\n"
+      << "    <property name=\"max_score\" value=\"" << max_score << "\"/>\n"
+      << "  </properties>\n";
+  for (const Result& result : results_) {
+    xml << "  <testcase classname=\"grade." << suite << "\" name=\"" << xml_escape(result.name)
+        << "\"";
+    if (result.failure.empty()) {
+      xml << "/>\n";
     } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a bounded wait for an exit
+      xml << ">\n    <failure message=\"" << xml_escape(result.failure) << "\"/>\n"
+          << "  </testcase>\n";
     }
   }
-  return status_;
+  xml << "</testsuite>\n";
+  if (!xml.flush()) throw CannotGrade("cannot write " + file);
 }
 
-void Process::signal(int number) const {
-  if (!status_) kill(pid_, number);
+void Report::write_gradescope(const std::string& file, const std::string& output) const {
+  // Gradescope's results.json: a test per check with its points and why it passed or failed.
+  unsigned score = 0;
+  std::string tests;
+  for (const Result& result : results_) {
+    const bool passed = result.failure.empty();
+    score += passed ? result.points : 0;
+    tests += std::string(tests.empty() ? "" : ",\n") +
+             "    {\"name\": " + json_string(result.name) +
+             ", \"score\": " + std::to_string(passed ? result.points : 0) +
+             ", \"max_score\": " + std::to_string(result.points) + ", \"status\": \"" +
+             (passed ? "passed" : "failed") +
+             "\", \"output\": " + json_string(passed ? result.expected : result.failure) + "}";
+  }
+  const auto seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_);
+  std::ofstream json(file);
+  json << "{\n  \"score\": " << score << ",\n  \"execution_time\": " << seconds.count() << ",\n";
+  if (!output.empty()) json << "  \"output\": " << json_string(output) << ",\n";
+  json << "  \"tests\": [\n" << tests << (tests.empty() ? "" : "\n") << "  ]\n}\n";
+  if (!json.flush()) throw CannotGrade("cannot write " + file);
+}
+
+bool out_of_time(const GradeOptions& options) {
+  return std::chrono::steady_clock::now() >= options.limits.deadline;
 }
 
 std::string describe_exit(int status) {
@@ -177,8 +199,8 @@ constexpr std::string_view usage =
     "In ARGS, {host} and {port} become the address grade chose.\n"
     "  server                grade a server; HOST PORT: one already running\n"
     "  client                grade a client\n"
-    "  --pattern NAME        server: simple, threads or async; check how many clients it serves\n"
-    "                        at once\n"
+    "  --pattern NAME        server: simple, threads, thread-per-client or async; check how many\n"
+    "                        clients it serves at once\n"
     "  --threads N           server, --pattern threads: the pool's size (default 4)\n"
     "  --probe K             server, --pattern: silent clients to open at most (default 16)\n"
     "  --max-questions N     server: it closes after N replies; client, --cycle: close after N\n"
@@ -187,7 +209,11 @@ constexpr std::string_view usage =
     "  --error               client: graded as client_questions -e\n"
     "  --cycle               client: graded as the lab's task (client_questions --cycle)\n"
     "  --delay SECONDS       client, --cycle: seconds it waits before each question (default 2)\n"
+    "  --max-memory MIB      stop the program when its processes use more than MIB MiB together\n"
+    "  --timeout SECONDS     the whole grading's time limit (default 120); later checks fail\n"
+    "  --points CHECK=N,...  a check's points in the score (default 1 each)\n"
     "  --junit FILE          also write the results to FILE as JUnit XML\n"
+    "  --gradescope FILE     also write the results to FILE as Gradescope's results.json\n"
     "  -h, --help            print this help and exit\n";
 
 // What the options say together; throws UsageError where they contradict each other.
@@ -233,6 +259,22 @@ void check_together(GradeOptions& options, bool has_command, unsigned threads, u
   options.delay = delay.value_or(2);
 }
 
+// --points CHECK=N,CHECK=N: each check named as grade names it.
+void read_points(std::string_view list, std::map<std::string, unsigned>& points) {
+  while (!list.empty()) {
+    const std::string_view item = list.substr(0, list.find(','));
+    list.remove_prefix(std::min(list.size(), item.size() + 1));
+    const std::size_t equals = item.find('=');
+    const std::string name(item.substr(0, equals));
+    if (equals == std::string_view::npos ||
+        std::ranges::find(check_names, name) == check_names.end()) {
+      throw UsageError("--points takes CHECK=N,..., with a check grade has, not '" + escape(item) +
+                       "'");
+    }
+    points[name] = parse_uint(std::string(item.substr(equals + 1)), "--points", 0, 1000);
+  }
+}
+
 // The command line: grade's own options, then "--" and the command to grade, which keeps its
 // options to itself.
 std::optional<GradeOptions> read_options(int argc, char* argv[]) {
@@ -244,23 +286,29 @@ std::optional<GradeOptions> read_options(int argc, char* argv[]) {
   unsigned threads = 0;  // 0: not given
   unsigned probe = 0;
   std::optional<double> delay;
-  const std::array<option, 9> long_options = {{{"pattern", required_argument, nullptr, 'p'},
-                                               {"threads", required_argument, nullptr, 't'},
-                                               {"probe", required_argument, nullptr, 'k'},
-                                               {"max-questions", required_argument, nullptr, 'm'},
-                                               {"seed", required_argument, nullptr, 's'},
-                                               {"error", no_argument, nullptr, 'e'},
-                                               {"cycle", no_argument, nullptr, 'c'},
-                                               {"delay", required_argument, nullptr, 'd'},
-                                               {"junit", required_argument, nullptr, 'j'}}};
+  double timeout = 120;
+  const std::array<option, 13> long_options = {{{"pattern", required_argument, nullptr, 'p'},
+                                                {"threads", required_argument, nullptr, 't'},
+                                                {"probe", required_argument, nullptr, 'k'},
+                                                {"max-questions", required_argument, nullptr, 'm'},
+                                                {"seed", required_argument, nullptr, 's'},
+                                                {"error", no_argument, nullptr, 'e'},
+                                                {"cycle", no_argument, nullptr, 'c'},
+                                                {"delay", required_argument, nullptr, 'd'},
+                                                {"junit", required_argument, nullptr, 'j'},
+                                                {"gradescope", required_argument, nullptr, 'g'},
+                                                {"points", required_argument, nullptr, 'P'},
+                                                {"max-memory", required_argument, nullptr, 'M'},
+                                                {"timeout", required_argument, nullptr, 'T'}}};
   const auto arguments =
       parse_command_line(own, argv, "", long_options, [&](int val, const char* value) {
         if (val == 'p') {
           options.pattern = value;
           if (options.pattern != "simple" && options.pattern != "threads" &&
-              options.pattern != "async") {
-            throw UsageError("--pattern must be simple, threads or async, not '" + escape(value) +
-                             "'");
+              options.pattern != "thread-per-client" && options.pattern != "async") {
+            throw UsageError(
+                "--pattern must be simple, threads, thread-per-client or async, not '" +
+                escape(value) + "'");
           }
         }
         if (val == 't') threads = parse_uint(value, "--threads", 1, max_threads);
@@ -271,6 +319,10 @@ std::optional<GradeOptions> read_options(int argc, char* argv[]) {
         if (val == 'c') options.cycle = true;
         if (val == 'd') delay = parse_seconds(value, "--delay");
         if (val == 'j') options.junit = value;
+        if (val == 'g') options.gradescope = value;
+        if (val == 'P') read_points(value, options.points);
+        if (val == 'M') options.limits.max_memory_mib = parse_uint(value, "--max-memory", 1);
+        if (val == 'T') timeout = parse_seconds(value, "--timeout");
       });
   if (!arguments) return std::nullopt;
   check_arguments(*arguments, {"MODE", "HOST", "PORT"}, 1);
@@ -282,22 +334,34 @@ std::optional<GradeOptions> read_options(int argc, char* argv[]) {
   if (arguments->size() > 2) options.port = (*arguments)[2];
   if (!options.port.empty()) parse_uint(options.port, "PORT", 0, 65535);
   check_together(options, own < argc, threads, probe, delay);
+  options.limits.deadline = std::chrono::steady_clock::now() +
+                            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::duration<double>(timeout));
   return options;
 }
 }  // namespace
 
-int main(int argc, char* argv[]) try {
+int main(int argc, char* argv[]) {
   const GradeOptions options =
       options_or_exit("grade", usage, [&] { return read_options(argc, argv); });
   std::signal(SIGPIPE, SIG_IGN);  // a program under test that goes away is a finding, not a crash
-  Report report;
-  if (options.mode == "server") {
-    grade_server(options, report);
-  } else {
-    grade_client(options, report);
+  Report report(options.points);
+  try {
+    contain_programs();
+    if (options.mode == "server") {
+      grade_server(options, report);
+    } else {
+      grade_client(options, report);
+    }
+    return report.finish(options.mode, options);
+  } catch (const std::exception& error) {
+    kill_descendants();  // the program's destructor did, unless grade failed outside it
+    log_error(error.what());
+    try {
+      report.cannot_grade(error.what(), options.gradescope);
+    } catch (const std::exception& also) {
+      log_error(also.what());
+    }
+    return 2;
   }
-  return report.finish(options.mode, options.junit);
-} catch (const std::exception& error) {
-  log_error(error.what());
-  return 2;
 }

@@ -244,6 +244,7 @@ void concurrency(const Target& target, const GradeOptions& options) {
     throw Came(std::string("no client served, not even one alone: ") + came.what());
   }
   const unsigned served = count_served_at_once(target, options.probe);
+  // A thread per client serves all of them at once, as an event loop does.
   const unsigned expected = options.pattern == "simple"    ? 1
                             : options.pattern == "threads" ? options.threads
                                                            : 0;
@@ -285,28 +286,40 @@ bool accepts_connections(const Target& target) {
 }
 
 // A server grade started from COMMAND ARGS, on a free port, its stdout thrown away (it holds
-// ports and times; its stderr stays grade's, to show why a server failed).
+// ports and times; its stderr reaches grade's, capped, to show why a server failed).
 class StartedServer {
  public:
-  explicit StartedServer(std::vector<std::string> command)
-      : command_(std::move(command)), devnull_(open("/dev/null", O_WRONLY | O_CLOEXEC)) {
+  StartedServer(std::vector<std::string> command, const Limits& limits)
+      : command_(std::move(command)),
+        limits_(limits),
+        devnull_(open("/dev/null", O_WRONLY | O_CLOEXEC)) {
     start();
   }
 
   [[nodiscard]] const Target& target() const { return target_; }
 
-  // After a failed check: a server that died is started again, so one crash fails one check.
-  // Returns how it ended, if it did.
-  std::optional<int> restart_if_ended(std::string_view check) {
+  // After a failed check: a server that died, or that grade stopped for its memory, is started
+  // again, so one crash fails one check. Returns what the check came to instead, if it ended.
+  std::optional<std::string> restart_if_ended(std::string_view check) {
     // The failed connection may have come while the server was still on its way out.
     const auto deadline = std::chrono::steady_clock::now() + 5s;
     while (std::chrono::steady_clock::now() < deadline) {
       if (const std::optional<int> status = process_->wait(0ms)) {
-        log_error("the server ended (" + describe_exit(*status) + ") during " + std::string(check) +
+        // The process grade started is gone, but others of the server serve on (a daemon):
+        // nothing to start again.
+        if (!process_->gone_within(0ms) && accepts_connections(target_)) return std::nullopt;
+        const std::string ended =
+            process_->stopped_why().value_or("the server ended (" + describe_exit(*status) + ")");
+        log_error(ended + " during " + std::string(check) +
                   "; starting it again for the next checks");
-        process_.reset();
-        start();
-        return status;
+        process_.reset();  // kills and reaps what is left of it first
+        try {
+          start();
+        } catch (const CannotGrade&) {
+          // Out of time while it came up: the checks left are not run, and the report is kept.
+          if (std::chrono::steady_clock::now() < limits_.deadline) throw;
+        }
+        return ended;
       }
       if (accepts_connections(target_)) return std::nullopt;
       std::this_thread::sleep_for(20ms);
@@ -314,23 +327,37 @@ class StartedServer {
     return std::nullopt;
   }
 
+  // SIGTERM to the whole program; within 5 s, the process grade started must exit 0 and no
+  // process of the program be left.
   void clean_shutdown() {
-    process_->signal(SIGTERM);
+    process_->terminate();
     const std::optional<int> status = process_->wait(5s);
     if (!status) throw Came("still running 5 s after SIGTERM (grade killed it)");
     if (!exited_zero(*status)) throw Came(describe_exit(*status));
+    if (!process_->gone_within(5s)) {
+      throw Came(
+          "exit status 0, but processes it started still ran 5 s after SIGTERM (grade "
+          "killed them)");
+    }
   }
 
  private:
-  // Starts the command and waits until its port accepts connections: 10 s at most.
+  // Starts the command and waits until its port accepts connections: 10 s at most, and not past
+  // the time limit.
   void start() {
     target_ = {"127.0.0.1", free_port()};
-    process_.emplace(substitute(command_, target_.host, target_.port), devnull_.get());
+    process_.emplace("server", substitute(command_, target_.host, target_.port), devnull_.get(),
+                     limits_);
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (!accepts_connections(target_)) {
+      if (std::chrono::steady_clock::now() >= limits_.deadline ||
+          process_->stopped_why() == time_ran_out) {
+        throw CannotGrade("the server did not accept connections before the time limit ran out");
+      }
       if (const std::optional<int> status = process_->wait(0ms)) {
-        throw CannotGrade("the server ended (" + describe_exit(*status) +
-                          ") before it accepted connections");
+        throw CannotGrade(
+            process_->stopped_why().value_or("the server ended (" + describe_exit(*status) + ")") +
+            " before it accepted connections");
       }
       if (std::chrono::steady_clock::now() > deadline) {
         throw CannotGrade("the server did not accept connections at " +
@@ -341,6 +368,7 @@ class StartedServer {
   }
 
   std::vector<std::string> command_;
+  Limits limits_;
   Fd devnull_;
   Target target_;
   std::optional<Process> process_;
@@ -350,22 +378,30 @@ class StartedServer {
 void grade_server(const GradeOptions& options, Report& report) {
   std::optional<StartedServer> started;
   if (!options.command.empty()) {
-    started.emplace(options.command);
+    started.emplace(options.command, options.limits);
   } else if (!accepts_connections({options.host, options.port})) {
     throw CannotGrade("no server accepts connections at " +
                       format_address(options.host, options.port));
   }
   const auto check = [&](std::string_view name, const std::string& expected,
                          const std::function<void(const Target&)>& run) {
+    if (out_of_time(options)) {
+      report.fail(name, expected, "not run: " + time_ran_out);
+      return;
+    }
     try {
       run(started ? started->target() : Target{options.host, options.port});
-      report.pass(name);
+      report.pass(name, expected);
     } catch (const Came& came) {
+      if (out_of_time(options)) {  // grade stopped the server at the deadline: no restart
+        report.fail(name, expected, "cut short: " + time_ran_out);
+        return;
+      }
       // A server that died: that is what came. (How its death showed, a refused connection or
       // a closed one, depends on timing; the report does not.)
-      const std::optional<int> ended = started ? started->restart_if_ended(name) : std::nullopt;
-      report.fail(name, expected,
-                  ended ? "the server ended (" + describe_exit(*ended) + ")" : came.what());
+      const std::optional<std::string> ended =
+          started ? started->restart_if_ended(name) : std::nullopt;
+      report.fail(name, expected, ended.value_or(came.what()));
     }
   };
 
@@ -407,11 +443,17 @@ void grade_server(const GradeOptions& options, Report& report) {
         [&options, count](const Target& target) { seeded_replies(target, *options.seed, count); });
   }
   if (started) {  // last, and never followed by a restart
-    try {
-      started->clean_shutdown();
-      report.pass("clean-shutdown");
-    } catch (const Came& came) {
-      report.fail("clean-shutdown", "exit status 0 within 5 s of SIGTERM", came.what());
+    const std::string expected = "exit status 0 within 5 s of SIGTERM, and no process of it left";
+    if (out_of_time(options)) {
+      report.fail("clean-shutdown", expected, "not run: " + time_ran_out);
+    } else {
+      try {
+        started->clean_shutdown();
+        report.pass("clean-shutdown", expected);
+      } catch (const Came& came) {
+        report.fail("clean-shutdown", expected,
+                    out_of_time(options) ? "cut short: " + time_ran_out : came.what());
+      }
     }
   }
 }

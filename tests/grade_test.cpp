@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <span>
 #include <sstream>
 
 #include "tests/support.hpp"
@@ -438,8 +439,10 @@ TEST(GradeJUnit, OneTestCasePerCheckAndEachFailureWithItsReason) {
   EXPECT_EQ(suite.name, "testsuite");
   EXPECT_EQ(suite.attributes["tests"], "7");
   EXPECT_EQ(suite.attributes["failures"], "1");
+  ASSERT_FALSE(suite.children.empty());
+  EXPECT_EQ(suite.children[0].name, "properties");  // the score, in points
   std::vector<std::string> cases;
-  for (Element& testcase : suite.children) {
+  for (Element& testcase : std::span(suite.children).subspan(1)) {
     EXPECT_EQ(testcase.name, "testcase");
     cases.push_back(testcase.attributes["name"]);
     if (testcase.children.empty()) continue;
@@ -460,9 +463,9 @@ TEST(GradeJUnit, AFailureQuotingXmlsSpecialCharactersParses) {
                                         "printf '%s' '<a href=\"x\">&amp;'\\''?' >/dev/tcp/$0/$1",
                                         "{host}", "{port}"},
                                        graded));
-  ASSERT_EQ(suite.children.size(), 1U);
-  ASSERT_EQ(suite.children[0].children.size(), 1U);
-  const std::string message = suite.children[0].children[0].attributes["message"];
+  ASSERT_EQ(suite.children.size(), 2U);
+  ASSERT_EQ(suite.children[1].children.size(), 1U);
+  const std::string message = suite.children[1].children[0].attributes["message"];
   EXPECT_NE(message.find("it sent '<a href=\"x\">&amp;'?'"), std::string::npos) << message;
   EXPECT_EQ(message, reason(graded, "sends-a-question-without-its-mark-then-closes"));
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -246,6 +247,20 @@ int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout)
     count = fd_count(pid);
   }
   return count;
+}
+
+std::vector<pid_t> processes_with(const std::string& marker) {
+  std::vector<pid_t> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    pid_t pid = 0;
+    const std::string name = entry.path().filename();
+    std::from_chars(name.data(), name.data() + name.size(), pid);
+    if (pid <= 0) continue;
+    std::string cmdline = read_file(entry.path() / "cmdline");
+    std::ranges::replace(cmdline, '\0', ' ');
+    if (cmdline.find(marker) != std::string::npos) found.push_back(pid);
+  }
+  return found;
 }
 
 std::string read_file(const std::string& path) {

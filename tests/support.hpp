@@ -131,6 +131,9 @@ int fd_count(pid_t pid);
 // server logs a connection's end just before it closes the descriptor, so no printed line marks
 // the close itself: this is the one place a test waits on a condition rather than on output.
 int fd_count_settled(pid_t pid, int expected, std::chrono::milliseconds timeout = 2s);
+// The processes whose command line holds `marker`: a test that starts programs which may leave
+// strays marks them, since other test suites run on the same machine.
+std::vector<pid_t> processes_with(const std::string& marker);
 // A whole file as text; empty if it cannot be read.
 std::string read_file(const std::string& path);
 // Lines of text, without their '\n'.
