@@ -180,11 +180,12 @@ trace-%: $(BIN)/server_% $(BIN)/client_questions
 bench: $(BIN)/loadgen $(SERVERS:%=$(BIN)/%)
 	@SERVERS='$(SERVERS)' bash bench/run.sh $(BIN) $(if $(QUICK),quick)
 
-# libFuzzer targets (clang only): the framer and the command-line parser. New inputs found go to
-# build/fuzz/corpus-NAME; the seeds are in tests/fuzz/corpus/NAME.
+# libFuzzer targets (clang only): the framer, the command-line parser and server_epoll's
+# handlers. New inputs found go to build/fuzz/corpus-NAME; the seeds are in
+# tests/fuzz/corpus/NAME.
 FUZZ_SECONDS ?= 10
 FUZZ_CXX ?= clang++
-FUZZERS := framer args
+FUZZERS := framer args server_epoll
 
 fuzz: $(FUZZERS:%=$(BUILD)/fuzz/%_fuzz)
 	@for f in $(FUZZERS); do \
@@ -197,7 +198,8 @@ fuzz: $(FUZZERS:%=$(BUILD)/fuzz/%_fuzz)
 
 $(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.cpp common/cli.cpp common/protocol.cpp common/log.cpp
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@
+	$(FUZZ_CXX) -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined $(filter %.cpp,$^) -o $@
+$(BUILD)/fuzz/server_epoll_fuzz: server_epoll/connection.cpp server_epoll/connection.hpp tests/epoll_turn.hpp
 
 # DELAY is passed on only when given: async_sync's own default is the lab's 3 s.
 DELAY_GIVEN = $(filter command line environment,$(origin DELAY))

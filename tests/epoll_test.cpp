@@ -3,7 +3,6 @@
 // event for a connection closed earlier in the same batch is skipped.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -18,6 +17,7 @@
 
 #include "common/net.hpp"
 #include "server_epoll/connection.hpp"
+#include "tests/epoll_turn.hpp"
 #include "tests/support.hpp"
 
 namespace {
@@ -93,22 +93,6 @@ TEST(ServerEpoll, AnEventForAConnectionClosedEarlierInItsBatchIsSkipped) {
 }
 
 namespace {
-// One turn of server_epoll's loop for `c`, if its descriptor is ready for what it waits for:
-// on_ready, as serve calls it. False once the handler closes it.
-bool take_turn(Connection& c, const ServerOptions& options, std::span<char> buffer) {
-  const std::uint32_t watched = events(c.watched);
-  pollfd ready{
-      c.sock.get(),
-      static_cast<short>(((watched & EPOLLIN) ? POLLIN : 0) | ((watched & EPOLLOUT) ? POLLOUT : 0)),
-      0};
-  if (poll(&ready, 1, 0) <= 0) return true;
-  const std::uint32_t got =
-      ((ready.revents & POLLIN) ? EPOLLIN : 0U) | ((ready.revents & POLLOUT) ? EPOLLOUT : 0U) |
-      ((ready.revents & POLLERR) ? EPOLLERR : 0U) | ((ready.revents & POLLHUP) ? EPOLLHUP : 0U);
-  c.watched = on_ready(c, got, options, buffer);
-  return c.watched != Want::close;
-}
-
 std::size_t held(const Connection& c) { return c.outgoing.capacity() + c.unanswered.capacity(); }
 }  // namespace
 
@@ -130,7 +114,7 @@ TEST(ServerEpollHandlers, ABurstsMemoryIsGivenBackOnceItDrains) {
     const ssize_t n = send(client.get(), questions_block.data() + offset,
                            questions_block.size() - offset, MSG_NOSIGNAL);
     if (n > 0) sent += static_cast<std::size_t>(n);
-    ASSERT_TRUE(take_turn(c, options, buffer));
+    ASSERT_NE(take_turn(c, options, buffer), Want::close);
   }
   ASSERT_EQ(c.watched, Want::write) << "back-pressure never stopped the reading";
   const std::size_t peak = held(c);
@@ -138,7 +122,7 @@ TEST(ServerEpollHandlers, ABurstsMemoryIsGivenBackOnceItDrains) {
 
   // Drained: nothing unsent, nothing left to read on either side.
   for (int round = 0; round < 100000; ++round) {
-    ASSERT_TRUE(take_turn(c, options, buffer));
+    ASSERT_NE(take_turn(c, options, buffer), Want::close);
     std::array<char, 65536> chunk{};
     const bool client_read = recv(client.get(), chunk.data(), chunk.size(), 0) > 0;
     if (!client_read && c.unsent() == 0 && !readable_within(c.sock.get(), 0ms)) break;
