@@ -1,5 +1,6 @@
 #include "server_epoll/connection.hpp"
 
+#include <malloc.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -55,15 +56,19 @@ void answer(Connection& c, const ServerOptions& options) {
 }
 
 // Every reply is out: the buffers go back to what an idle connection needs, whatever a burst
-// grew them to (a string keeps its peak capacity through clear and erase).
+// grew them to (a string keeps its peak capacity through clear and erase). glibc keeps what is
+// freed in its heap for the next allocation; malloc_trim hands the free pages back to the
+// kernel, once per burst, not per question.
 void release_burst(Connection& c) {
   c.sent = 0;
+  const std::size_t held = c.outgoing.capacity() + c.unanswered.capacity();
   if (c.outgoing.capacity() > KEEP_WHEN_IDLE) {
     std::string().swap(c.outgoing);
   } else {
     c.outgoing.clear();
   }
   c.unanswered.shrink(KEEP_WHEN_IDLE);
+  if (held > 2 * KEEP_WHEN_IDLE) malloc_trim(0);
 }
 
 // Every reply is out: stage 4's ending of the conversation, or more questions.
