@@ -6,7 +6,6 @@
 // tests/fuzz/server_epoll_fuzz.cpp drives them over socketpairs.
 #include <sys/epoll.h>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -16,8 +15,7 @@
 #include "common/cli.hpp"
 #include "common/fd.hpp"
 #include "common/protocol.hpp"
-
-using Clock = std::chrono::steady_clock;
+#include "server_epoll/loop.hpp"  // Clock
 
 // Back-pressure: once a client's replies pile up unsent past this, the server stops answering
 // it (its complete questions wait in the framer) and stops reading from it until they drain,
