@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <string_view>
 
@@ -52,7 +53,7 @@ extern "C" int epoll_wait(int epoll, epoll_event* events, int max_events, int ti
     return real(epoll, events, max_events, timeout);
   }
   const int count = real(epoll, events, max_events / 2, timeout);
-  for (int i = count - 1; i >= 0; --i) {  // from the end: each event to 2i and 2i + 1
+  for (std::ptrdiff_t i = count - 1; i >= 0; --i) {  // from the end: each to 2i and 2i + 1
     events[2 * i + 1] = events[i];
     events[2 * i] = events[i];
   }
