@@ -63,8 +63,10 @@ $(BIN)/%: $(BUILD)/%/main.o $(BUILD)/common.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-# server_epoll's event-loop plumbing, beside its main.cpp.
-$(BIN)/server_epoll: $(BUILD)/server_epoll/loop.o
+# server_epoll's handlers and event-loop plumbing, beside its main.cpp.
+$(BIN)/server_epoll: $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard server_epoll/*.cpp)) $(BUILD)/common.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 $(BIN)/loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/bench/proc.o $(BUILD)/common.a
 	@mkdir -p $(@D)
@@ -78,15 +80,15 @@ $(BROKEN_SERVER): $(BUILD)/tests/broken_server.o $(BUILD)/common.a
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 # A test seam: a library the tests load into server_epoll with LD_PRELOAD to make epoll_ctl
-# fail. Built without the sanitizers; under AddressSanitizer, whose runtime must be loaded
+# fail or epoll_wait report every event twice. Built without the sanitizers; under AddressSanitizer, whose runtime must be loaded
 # first, those tests skip.
-SHIM := $(BUILD)/tests/shims/epoll_ctl_fail.so
-$(SHIM): tests/shims/epoll_ctl_fail.cpp
+SHIM := $(BUILD)/tests/shims/epoll_seam.so
+$(SHIM): tests/shims/epoll_seam.cpp
 	@mkdir -p $(@D)
 	$(CXX) -std=c++20 -O2 -Wall -Wextra -Wpedantic $(WERROR) -shared -fPIC $< -o $@ -ldl
 
 $(BUILD)/tests/%.o: CPPFLAGS += -DBIN_DIR='"$(CURDIR)/$(BIN)"' -DSOURCE_DIR='"$(CURDIR)"'
-$(BUILD)/tests/%.o: CPPFLAGS += -DEPOLL_CTL_FAIL_SHIM='"$(CURDIR)/$(SHIM)"'
+$(BUILD)/tests/%.o: CPPFLAGS += -DEPOLL_SEAM='"$(CURDIR)/$(SHIM)"'
 $(BUILD)/tests/%.o: CPPFLAGS += -DBROKEN_SERVER='"$(CURDIR)/$(BROKEN_SERVER)"'
 
 # The tests learn SERVERS at compile time; this file changes only when the list does, so a
@@ -99,7 +101,7 @@ $(BUILD)/servers.txt: FORCE
 .PHONY: FORCE
 FORCE:
 
-$(TEST_BIN): $(TEST_OBJS) $(BUILD)/bench/proc.o $(BUILD)/common.a | $(SHIM)
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/bench/proc.o $(BUILD)/server_epoll/connection.o $(BUILD)/common.a | $(SHIM)
 	@pkg-config --exists gtest_main || { echo "GoogleTest is missing: apt-get install -y libgtest-dev pkg-config" >&2; exit 1; }
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDFLAGS)
 
@@ -188,11 +190,12 @@ trace-%: $(BIN)/server_% $(BIN)/client_questions
 bench: $(BIN)/loadgen $(SERVERS:%=$(BIN)/%)
 	@SERVERS='$(SERVERS)' bash bench/run.sh $(BIN) $(if $(QUICK),quick)
 
-# libFuzzer targets (clang only): the framer and the command-line parser. New inputs found go to
-# build/fuzz/corpus-NAME; the seeds are in tests/fuzz/corpus/NAME.
+# libFuzzer targets (clang only): the framer, the command-line parser and server_epoll's
+# handlers. New inputs found go to build/fuzz/corpus-NAME; the seeds are in
+# tests/fuzz/corpus/NAME.
 FUZZ_SECONDS ?= 10
 FUZZ_CXX ?= clang++
-FUZZERS := framer args
+FUZZERS := framer args server_epoll
 
 fuzz: $(FUZZERS:%=$(BUILD)/fuzz/%_fuzz)
 	@for f in $(FUZZERS); do \
@@ -205,7 +208,8 @@ fuzz: $(FUZZERS:%=$(BUILD)/fuzz/%_fuzz)
 
 $(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.cpp common/cli.cpp common/protocol.cpp common/log.cpp
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@
+	$(FUZZ_CXX) -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined $(filter %.cpp,$^) -o $@
+$(BUILD)/fuzz/server_epoll_fuzz: server_epoll/connection.cpp server_epoll/connection.hpp tests/epoll_turn.hpp
 
 # DELAY is passed on only when given: async_sync's own default is the lab's 3 s.
 DELAY_GIVEN = $(filter command line environment,$(origin DELAY))
@@ -220,7 +224,7 @@ SOURCES = $(wildcard common/*.[ch]pp $(PROGRAMS:%=%/*.[ch]pp) tests/*.[ch]pp tes
 space := $(empty) $(empty)
 CDB_FLAGS = $(subst $(space),$(comma)$(space),$(patsubst %,"%",$(CXX) $(filter-out -MMD -MP,$(CPPFLAGS)) $(CXXFLAGS)))
 CDB_TEST_FLAGS = , "-DBIN_DIR=\"$(CURDIR)/$(BIN)\"", "-DSOURCE_DIR=\"$(CURDIR)\"", \
-  "-DEPOLL_CTL_FAIL_SHIM=\"$(CURDIR)/$(SHIM)\"", "-DBROKEN_SERVER=\"$(CURDIR)/$(BROKEN_SERVER)\"", \
+  "-DEPOLL_SEAM=\"$(CURDIR)/$(SHIM)\"", "-DBROKEN_SERVER=\"$(CURDIR)/$(BROKEN_SERVER)\"", \
   "-DSERVERS=\"$(SERVERS)\""
 compile_commands.json: Makefile $(filter %.cpp,$(SOURCES))
 	@{ echo '['; sep=''; for f in $(filter %.cpp,$(SOURCES)); do \

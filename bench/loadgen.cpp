@@ -329,6 +329,7 @@ class LoadGenerator {
 
   // C10K: hold N idle connections, then ask one question on each.
   void run_hold() {
+    const ServerSample before = sample_server(static_cast<pid_t>(options_.server_pid));
     std::vector<Fd> held;
     held.reserve(options_.hold);
     for (unsigned i = 0; i < options_.hold; ++i) held.push_back(open_connection());
@@ -361,17 +362,21 @@ class LoadGenerator {
       }
     }
     const ServerSample end = sample_server(static_cast<pid_t>(options_.server_pid));
+    // What the server's memory grew by per held connection (RSS: its own memory, not the
+    // kernel's socket buffers).
+    const long per_idle = (idle.rss_kib - before.rss_kib) * 1024 / std::max(options_.hold, 1U);
     if (options_.json) {
       std::printf("{\"held\": %u, \"answered\": %" PRIu64 ", \"errors\": %" PRIu64
                   ", \"server_threads\": %ld, \"server_idle_rss_kib\": %ld"
-                  ", \"server_peak_rss_kib\": %ld}\n",
+                  ", \"server_peak_rss_kib\": %ld, \"server_bytes_per_idle_connection\": %ld}\n",
                   options_.hold, answered, counts_.errors, std::max(idle.threads, end.threads),
-                  idle.rss_kib, end.peak_rss_kib);
+                  idle.rss_kib, end.peak_rss_kib, per_idle);
     } else {
       std::printf("held %u connections: %" PRIu64 " answered, %" PRIu64
-                  " errors; server: %ld threads, RSS %ld KiB idle, %ld KiB at the peak\n",
+                  " errors; server: %ld threads, RSS %ld KiB idle (%ld bytes per connection),"
+                  " %ld KiB at the peak\n",
                   options_.hold, answered, counts_.errors, std::max(idle.threads, end.threads),
-                  idle.rss_kib, end.peak_rss_kib);
+                  idle.rss_kib, per_idle, end.peak_rss_kib);
     }
   }
 

@@ -109,13 +109,13 @@ table "" "## 2. What one question costs the server (100 connections)" "" \
 
 # Part 3: C10K.
 table "" "## 3. C10K: $hold idle connections, then one question on each" "" \
-  "| server | held | answered | errors | peak threads | RSS KiB, idle | peak RSS KiB |" "|---|---:|---:|---:|---:|---:|---:|"
+  "| server | held | answered | errors | peak threads | RSS KiB, idle | bytes per idle connection | peak RSS KiB |" "|---|---:|---:|---:|---:|---:|---:|---:|"
 hold_row() {  # hold_row LABEL SERVER ARGS...
   start_server "$2" --max-questions 0 "${@:3}"
   local json
   json=$(loadgen --hold "$hold" --seconds 1 --server-pid "$server_pid")
   stop_server
-  table "| $1 | $(field "$json" held) | $(field "$json" answered) | $(field "$json" errors) | $(field "$json" server_threads) | $(field "$json" server_idle_rss_kib) | $(field "$json" server_peak_rss_kib) |"
+  table "| $1 | $(field "$json" held) | $(field "$json" answered) | $(field "$json" errors) | $(field "$json" server_threads) | $(field "$json" server_idle_rss_kib) | $(field "$json" server_bytes_per_idle_connection) | $(field "$json" server_peak_rss_kib) |"
 }
 hold_row server_epoll server_epoll
 hold_row "server_threads --threads $hold" server_threads --threads "$hold"

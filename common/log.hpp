@@ -8,7 +8,8 @@
 void set_program_name(std::string_view name);
 
 // One line on stdout, written whole and flushed: lines from different threads never interleave,
-// and a grading script reading through a pipe sees each line when it happens.
+// and a grading script reading through a pipe sees each line when it happens. The write blocks
+// while the pipe is full: see common/log.cpp.
 void log_line(std::string_view line);
 
 // "PROGRAM: MESSAGE" on stderr.

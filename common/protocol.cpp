@@ -54,6 +54,12 @@ void Framer::append(std::string_view bytes) {
   buffer_.append(bytes);
 }
 
+void Framer::shrink(std::size_t keep) {
+  if (buffer_.capacity() <= keep) return;
+  std::string(pending()).swap(buffer_);  // a move assignment would keep the old capacity
+  start_ = 0;
+}
+
 std::optional<std::string_view> Framer::next(char delimiter, std::size_t from) {
   const std::string_view rest = pending();
   const std::size_t end = rest.find(delimiter, from);

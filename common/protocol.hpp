@@ -65,6 +65,13 @@ class Framer {
   // arrived without a delimiter: nothing is ever buffered without bound.
   std::optional<std::string_view> next(char delimiter, std::size_t from = 0);
 
+  // Gives back what the buffer grew to past `keep` bytes (a burst's peak), keeping what is
+  // pending.
+  void shrink(std::size_t keep);
+
+  // The memory its buffer holds.
+  [[nodiscard]] std::size_t capacity() const { return buffer_.capacity(); }
+
   // Bytes received but not yet returned as a message.
   [[nodiscard]] std::string_view pending() const {
     return std::string_view(buffer_).substr(start_);

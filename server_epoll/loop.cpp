@@ -17,18 +17,19 @@ EventLoop::EventLoop() : epoll_(epoll_create1(EPOLL_CLOEXEC)) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
-  sigprocmask(SIG_BLOCK, &signals, nullptr);  // blocked, they stay pending for the signalfd
+  // Blocked, they stay pending for the signalfd.
+  if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) throw errno_error("sigprocmask");
   signals_.reset(signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signals_) throw errno_error("signalfd");
   add(signals_.get(), EPOLLIN);
 }
 
-void EventLoop::add(int fd, std::uint32_t events) const {
+void EventLoop::add(int fd, std::uint32_t events) {
   epoll_event event{.events = events, .data = {.fd = fd}};
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) throw errno_error("epoll_ctl");
 }
 
-void EventLoop::modify(int fd, std::uint32_t events) const {
+void EventLoop::modify(int fd, std::uint32_t events) {
   epoll_event event{.events = events, .data = {.fd = fd}};
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &event) != 0) throw errno_error("epoll_ctl");
 }

@@ -2,7 +2,8 @@
 
 // The plumbing under server_epoll's loop, as Redis keeps ae_epoll.c beside ae.c: the epoll set,
 // SIGINT and SIGTERM as a descriptor in it, and a wait that ends at a deadline. The lesson, the
-// connection table and its handlers, is server_epoll/main.cpp.
+// connection table and the loop, is server_epoll/main.cpp; the handlers are in
+// server_epoll/connection.cpp.
 #include <sys/epoll.h>
 
 #include <array>
@@ -21,10 +22,11 @@ class EventLoop {
   // the server listens is read by the loop like any ready descriptor.
   EventLoop();
 
-  // What epoll watches `fd` for: EPOLLIN, EPOLLOUT, both, or 0 (nothing, for now). Throws
-  // std::system_error("epoll_ctl").
-  void add(int fd, std::uint32_t events) const;
-  void modify(int fd, std::uint32_t events) const;
+  // Puts `fd` in the epoll set, or changes what it is watched for: EPOLLIN, EPOLLOUT, both, or
+  // 0. Epoll reports EPOLLERR and EPOLLHUP whatever the mask, so 0 means "only if it fails or
+  // hangs up", not "nothing". Throws std::system_error("epoll_ctl").
+  void add(int fd, std::uint32_t events);
+  void modify(int fd, std::uint32_t events);
 
   // The descriptors ready now; waits for one until `deadline` (none: for as long as it takes).
   std::span<const epoll_event> wait(std::optional<Clock::time_point> deadline);

@@ -285,19 +285,23 @@ TEST(StopRequest, ReturnsEveryThreadBlockedInProcessConnectionHoweverMany) {
 }
 
 namespace {
-// The seam for epoll_ctl failures: tests/shims/epoll_ctl_fail.cpp, preloaded into the server.
-class FailingEpollCtl {
+// The seam for epoll_ctl failures and doubled events: tests/shims/epoll_seam.cpp, preloaded into
+// the servers started while it lives, with `variable` set to `mode`.
+class EpollSeam {
  public:
-  explicit FailingEpollCtl(const char* mode) {
-    setenv("LD_PRELOAD", EPOLL_CTL_FAIL_SHIM, 1);
-    setenv("SPHINX_FAIL_EPOLL_CTL", mode, 1);
+  EpollSeam(const char* variable, const char* mode) : variable_(variable) {
+    setenv("LD_PRELOAD", EPOLL_SEAM, 1);
+    setenv(variable, mode, 1);
   }
-  ~FailingEpollCtl() {
+  ~EpollSeam() {
     unsetenv("LD_PRELOAD");
-    unsetenv("SPHINX_FAIL_EPOLL_CTL");
+    unsetenv(variable_);
   }
-  FailingEpollCtl(const FailingEpollCtl&) = delete;
-  FailingEpollCtl& operator=(const FailingEpollCtl&) = delete;
+  EpollSeam(const EpollSeam&) = delete;
+  EpollSeam& operator=(const EpollSeam&) = delete;
+
+ private:
+  const char* variable_;
 };
 
 // AddressSanitizer refuses to start unless its runtime comes before any preloaded library.
@@ -306,7 +310,7 @@ constexpr const char* preload_skip = "AddressSanitizer must be loaded before LD_
 
 TEST(ServerEpollEdges, AClientEpollCannotWatchIsClosedAloneAndTheOthersAreServed) {
   if (under_address_sanitizer) GTEST_SKIP() << preload_skip;
-  const FailingEpollCtl seam("add");  // every second client
+  const EpollSeam seam("SPHINX_FAIL_EPOLL_CTL", "add");  // every second client
   Server server("server_epoll", {"--max-questions", "0"});
   std::vector<Fd> clients;  // all kept open, so that the server logs nothing else meanwhile
   for (int i = 0; i < 4; ++i) {
@@ -331,7 +335,8 @@ TEST(ServerEpollEdges, AClientEpollCannotWatchIsClosedAloneAndTheOthersAreServed
 
 TEST(ServerEpollEdges, AClientWhoseWatchCannotChangeIsClosedAloneAndTheOthersAreServed) {
   if (under_address_sanitizer) GTEST_SKIP() << preload_skip;
-  const FailingEpollCtl seam("mod");  // every change of what epoll watches for a client
+  const EpollSeam seam("SPHINX_FAIL_EPOLL_CTL",
+                       "mod");  // every change of what epoll watches for a client
   Server server("server_epoll", {"--max-questions", "0"});
   const Fd asker = connect_port(server.port);
   EXPECT_TRUE(starts_with(server.read_line(), "Accepted connection from "));
