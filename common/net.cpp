@@ -61,25 +61,49 @@ std::string local_address(int sock) {
   return format_address(reinterpret_cast<sockaddr*>(&address));
 }
 
-Fd get_server_socket(const std::string& host, const std::string& port) {
+namespace {
+// socket, bind and listen, with SO_REUSEADDR (a restarted server may bind while old connections
+// sit in TIME_WAIT) and, if `shared`, SO_REUSEPORT. An invalid Fd, errno set, on failure.
+Fd listen_at(const sockaddr* address, socklen_t length, bool shared) {
+  Fd listener(socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int on = 1;
+  if (listener && setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == 0 &&
+      (!shared || setsockopt(listener.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) == 0) &&
+      bind(listener.get(), address, length) == 0 && listen(listener.get(), SOMAXCONN) == 0) {
+    return listener;
+  }
+  return Fd();
+}
+}  // namespace
+
+Fd get_server_socket(const std::string& host, const std::string& port, bool shared) {
   std::signal(SIGPIPE, SIG_IGN);  // logging to a closed pipe must not kill the server either
   raise_fd_limit();
   const std::string what = "cannot listen on " + format_address(host, port);
   const AddrInfoList list = resolve(host, port, AI_PASSIVE, what);
   int error = 0;
   for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
-    Fd listener(socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
-    const int on = 1;
-    // SO_REUSEADDR: a restarted server may bind while old connections sit in TIME_WAIT.
-    if (listener && setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == 0 &&
-        bind(listener.get(), ai->ai_addr, ai->ai_addrlen) == 0 &&
-        listen(listener.get(), SOMAXCONN) == 0) {
+    if (Fd listener = listen_at(ai->ai_addr, ai->ai_addrlen, shared)) {
       log_line("Listening for incoming connections at " + local_address(listener.get()));
       return listener;
     }
     error = errno;
   }
   throw std::system_error(error, std::generic_category(), what);
+}
+
+Fd another_listener(int listener) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    throw errno_error("getsockname");
+  }
+  Fd another = listen_at(reinterpret_cast<sockaddr*>(&address), length, true);
+  if (!another) {
+    throw errno_error("cannot listen again on " +
+                      format_address(reinterpret_cast<sockaddr*>(&address)));
+  }
+  return another;
 }
 
 Fd connect_to(const std::string& host, const std::string& port) {
