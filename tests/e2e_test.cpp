@@ -48,7 +48,7 @@ TEST_P(AllServers, PrintsWhoComesAndGoesAndClosesTheirDescriptors) {
       const Fd sock = connect_port(server.port);
       me = local_address(sock.get());
       EXPECT_EQ(server.read_line(), "Accepted connection from " + me);
-      Framer buffer(MAX_REPLY, "reply");
+      ReplyBuffer buffer;
       EXPECT_NE(ask(sock.get(), buffer, "Am I?"), "<closed>");
     }
     EXPECT_EQ(server.read_line(), "Client " + me + " closed the connection");
@@ -155,7 +155,7 @@ TEST(ClientQuestions, CycleTellsBytesThatCameWithAReply) {
   Framer buffer(MAX_QUESTION, "question");
   const Fd sock = server.accept_question(buffer, questions[0]);
   send_all(sock.get(), std::string(questions[0]) + " Yes.Surprise!");
-  EXPECT_EQ(client.wait_exit(), 1);
+  EXPECT_EQ(client.wait_exit(patience), 1);  // at once, not on its next question
   EXPECT_EQ(client.out(), std::string(questions[0]) + " Yes.\n");
   EXPECT_EQ(client.err(), "client_questions: the server sent 'Surprise!' unasked\n");
 }
@@ -211,7 +211,7 @@ TEST_P(AllServers, TheSameSeedGivesTheSameTranscriptOnEveryConnection) {
       clients.emplace_back([&server, &transcript] {
         try {
           const Fd sock = connect_port(server.port);
-          Framer buffer(MAX_REPLY, "reply");
+          ReplyBuffer buffer;
           for (int k = 0; k < asked; ++k) transcript += ask(sock.get(), buffer, "Again?");
         } catch (const std::exception& error) {
           transcript += std::string("<") + error.what() + ">";
@@ -225,7 +225,7 @@ TEST_P(AllServers, TheSameSeedGivesTheSameTranscriptOnEveryConnection) {
 TEST_P(AllServers, AQuestionWithADotIsEchoedWhole) {
   Server server(GetParam());
   const Fd sock = connect_port(server.port);
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(
       starts_with(ask(sock.get(), buffer, "Is 1.5 more than 1.25?"), "Is 1.5 more than 1.25? "));
 }
@@ -266,9 +266,9 @@ TEST_P(AllServers, SigtermWithClientsConnectedShutsDownCleanly) {
   const Fd midway = connect_port(server.port);
   send_all(midway.get(), "Will I be");
   server.send_signal(SIGTERM);
-  EXPECT_EQ(server.wait_exit(), 0);
+  EXPECT_EQ(server.wait_exit(stop_timeout), 0);
   EXPECT_EQ(last_line(server.out()), "Shutting down");
-  EXPECT_EQ(server.err(), "");
+  EXPECT_TRUE(server.err().empty()) << server.err();
   EXPECT_EQ(read_until_close(idle.get()), "");  // the server closed our connection
 }
 
@@ -279,7 +279,7 @@ TEST_P(AllServers, AnswersAQuestionSentOneByteAtATime) {
   for (const char c : question.substr(0, question.size() - 1)) {
     send_all(sock.get(), std::string_view(&c, 1));
   }
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(starts_with(ask(sock.get(), buffer, "?"), question + " "));
 }
 
@@ -287,7 +287,7 @@ TEST_P(AllServers, EchoesBinaryAndNulBytesExactly) {
   Server server(GetParam());
   const Fd sock = connect_port(server.port);
   const std::string question("\0\x01\xfe\n\0bin?", 9);
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(starts_with(ask(sock.get(), buffer, question), question + " "));
 }
 
