@@ -26,6 +26,7 @@ class FakeServer {
   // The next client's connection and the first question on it.
   Fd accept_question(Framer& buffer, std::string_view question) {
     Fd sock = accept_within(listener_.get());
+    set_timeouts(sock.get(), 10s);  // a client in --cycle waits its delay before the first one
     EXPECT_EQ(recv_upto(sock.get(), buffer, '?'), std::string(question));
     return sock;
   }
@@ -143,7 +144,7 @@ TEST(ClientQuestions, CycleTellsBytesNobodyAskedForFromAClose) {
   const Fd sock = server.accept_question(buffer, questions[0]);
   send_all(sock.get(), std::string(questions[0]) + " Yes.");
   // Once the client has printed the reply it waits before its next question: bytes then.
-  ASSERT_EQ(client.read_line(), std::string(questions[0]) + " Yes.");
+  ASSERT_EQ(client.read_line(10s), std::string(questions[0]) + " Yes.");  // after its 4 s wait
   send_all(sock.get(), "\x1b[2J");
   EXPECT_EQ(client.wait_exit(3s), 1);  // at once, not after its 4 s wait
   EXPECT_EQ(client.err(), "client_questions: the server sent '\\x1b[2J' unasked\n");
@@ -166,7 +167,7 @@ TEST(ClientQuestions, CycleEndsCleanlyWhenTheServerClosesDuringItsWait) {
   Framer buffer(MAX_QUESTION, "question");
   Fd sock = server.accept_question(buffer, questions[0]);
   send_all(sock.get(), std::string(questions[0]) + " Yes.");
-  ASSERT_EQ(client.read_line(), std::string(questions[0]) + " Yes.");
+  ASSERT_EQ(client.read_line(10s), std::string(questions[0]) + " Yes.");  // after its 4 s wait
   sock.reset();
   EXPECT_EQ(client.wait_exit(3s), 0);  // at once, not after its 4 s wait
   EXPECT_EQ(client.err(), "client_questions: the server closed the connection\n");

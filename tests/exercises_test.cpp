@@ -581,7 +581,13 @@ class Exercise3 : public testing::Test {
 
 TEST_F(Exercise3, TwoWorkersListenTwiceOnOnePortAndBothServe) {
   Server server("server_epoll", {"--workers", "2", "--max-questions", "0"});
-  const int listening = listeners_on(server.port);
+  // The second listener may come just after the first has printed its port (and until then
+  // the first takes every client): wait for it as for any line.
+  int listening = listeners_on(server.port);
+  for (const auto deadline = Clock::now() + patience; listening < 2 && Clock::now() < deadline;
+       usleep(1000)) {
+    listening = listeners_on(server.port);
+  }
   check(listening == 2, "--workers 2: two listening sockets on the one port (SO_REUSEPORT)",
         std::to_string(listening) + " listening on port " + server.port);
   const std::string json =
