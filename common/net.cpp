@@ -76,34 +76,37 @@ Fd listen_at(const sockaddr* address, socklen_t length, bool shared) {
 }
 }  // namespace
 
-Fd get_server_socket(const std::string& host, const std::string& port, bool shared) {
+Fd get_server_socket(const std::string& host, const std::string& port) {
+  return std::move(get_server_sockets(host, port, 1).front());
+}
+
+std::vector<Fd> get_server_sockets(const std::string& host, const std::string& port,
+                                   unsigned count) {
   std::signal(SIGPIPE, SIG_IGN);  // logging to a closed pipe must not kill the server either
   raise_fd_limit();
   const std::string what = "cannot listen on " + format_address(host, port);
   const AddrInfoList list = resolve(host, port, AI_PASSIVE, what);
+  const bool shared = count > 1;
   int error = 0;
   for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
-    if (Fd listener = listen_at(ai->ai_addr, ai->ai_addrlen, shared)) {
-      log_line("Listening for incoming connections at " + local_address(listener.get()));
-      return listener;
+    std::vector<Fd> listeners;
+    listeners.push_back(listen_at(ai->ai_addr, ai->ai_addrlen, shared));
+    if (!listeners.front()) {
+      error = errno;
+      continue;
     }
-    error = errno;
+    // The others at the address the first got (its port, where port 0 let the kernel choose).
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    getsockname(listeners.front().get(), reinterpret_cast<sockaddr*>(&address), &length);
+    while (listeners.size() < count) {
+      listeners.push_back(listen_at(reinterpret_cast<sockaddr*>(&address), length, shared));
+      if (!listeners.back()) throw errno_error(what);
+    }
+    log_line("Listening for incoming connections at " + local_address(listeners.front().get()));
+    return listeners;
   }
   throw std::system_error(error, std::generic_category(), what);
-}
-
-Fd another_listener(int listener) {
-  sockaddr_storage address{};
-  socklen_t length = sizeof address;
-  if (getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw errno_error("getsockname");
-  }
-  Fd another = listen_at(reinterpret_cast<sockaddr*>(&address), length, true);
-  if (!another) {
-    throw errno_error("cannot listen again on " +
-                      format_address(reinterpret_cast<sockaddr*>(&address)));
-  }
-  return another;
 }
 
 Fd connect_to(const std::string& host, const std::string& port) {

@@ -110,10 +110,12 @@ class Server : public Child {
   std::string port;
 };
 
-// SERVER_ARGS, split into words (empty when unset). ServerEpoll.OneThreadServesAThousandClients
-// AtOnce skips when they are given: it counts one thread, which --workers changes on purpose.
-// (AllServers.APortInUseIsARuntimeFailure still holds: its second server does not get them, and
-// a server that did not ask to share a port is refused one taken, SO_REUSEPORT or not.)
+// SERVER_ARGS, split into words (empty when unset). Two tests skip when they are given, as
+// --workers changes on purpose what they check: ServerEpoll.OneThreadServesAThousandClients-
+// AtOnce counts one thread, and EveryServer.OutOfDescriptorsItWaitsWithoutSpinningAndRecovers
+// serves the waiting clients in the order they came (each listener has a backlog of its own).
+// AllServers.APortInUseIsARuntimeFailure still holds: its second server does not get them, and
+// a server that did not ask to share a port is refused one in use, SO_REUSEPORT or not.
 const std::vector<std::string>& server_args();
 inline constexpr const char* server_args_skip = "SERVER_ARGS given";
 

@@ -397,24 +397,22 @@ TEST(TestSupport, ExpectedBytesStopAtTheFirstDifferenceAndSayWhere) {
 }
 
 // SO_REUSEPORT only where a server asks for it: a second server on a port in use still fails.
-TEST(Listener, OnlyASharedPortTakesMoreListeners) {
-  testing::internal::CaptureStdout();  // the "Listening" lines
-  const Fd shared = get_server_socket("127.0.0.1", "0", true);
+TEST(Listener, OnlyListenersMadeToShareAPortShareIt) {
+  testing::internal::CaptureStdout();
+  const std::vector<Fd> shared = get_server_sockets("127.0.0.1", "0", 2);
   const Fd alone = get_server_socket("127.0.0.1", "0");
-  testing::internal::GetCapturedStdout();
-  const Fd second = another_listener(shared.get());
-  EXPECT_EQ(local_address(second.get()), local_address(shared.get()));
-  const auto in_use = [](const auto& listen) {
+  const std::vector<std::string> printed = lines(testing::internal::GetCapturedStdout());
+  ASSERT_EQ(shared.size(), 2U);
+  EXPECT_EQ(local_address(shared[1].get()), local_address(shared[0].get()));
+  EXPECT_EQ(printed.size(), 2U) << "one Listening line for each call";
+  const auto in_use = [](const std::string& port, unsigned count) {
     try {
-      listen();
+      get_server_sockets("127.0.0.1", port, count);
     } catch (const std::system_error& error) {
       return error.code().value() == EADDRINUSE;
     }
     return false;
   };
-  const std::string shared_port = local_address(shared.get()).substr(10);
-  const std::string alone_port = local_address(alone.get()).substr(10);
-  EXPECT_TRUE(in_use([&] { get_server_socket("127.0.0.1", shared_port); }));
-  EXPECT_TRUE(in_use([&] { get_server_socket("127.0.0.1", alone_port, true); }));
-  EXPECT_TRUE(in_use([&] { another_listener(alone.get()); }));
+  EXPECT_TRUE(in_use(local_address(shared[0].get()).substr(10), 1));
+  EXPECT_TRUE(in_use(local_address(alone.get()).substr(10), 2));
 }
