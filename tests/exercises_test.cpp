@@ -19,6 +19,7 @@
 #include <iostream>
 #include <regex>
 #include <sstream>
+#include <stdexcept>
 #include <utility>
 
 #include "bench/proc.hpp"
@@ -195,19 +196,19 @@ double cycle_run(const std::string& server, int clients, int questions, const st
   return since(start);
 }
 
-// The thread of a child that waits in recv (a server's thread serving a silent client), once
-// there is one, for up to `patience`.
-std::optional<pid_t> thread_in_recv(pid_t pid) {
+// The thread of a server that waits in recv (serving a silent client), once there is one;
+// throws if none comes within `patience`.
+pid_t thread_in_recv(const Server& server) {
   const std::string recv_call = std::to_string(SYS_recvfrom) + " ";
   for (const auto deadline = Clock::now() + patience; Clock::now() < deadline; usleep(1000)) {
     for (const auto& task :
-         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+         std::filesystem::directory_iterator("/proc/" + std::to_string(server.pid()) + "/task")) {
       if (read_file(task.path().string() + "/syscall").starts_with(recv_call)) {
         return static_cast<pid_t>(std::stoi(task.path().filename().string()));
       }
     }
   }
-  return std::nullopt;
+  throw std::runtime_error("no thread of " + server.program + " waits in recv for its client");
 }
 
 // One thread of a child held still where it is (ptrace), while the others run on: a
@@ -320,9 +321,8 @@ TEST_F(Exercise1, SigtermCaughtByAConnectionsThreadStopsTheAcceptLoopToo) {
   if (tsan_cannot_signal(thread_per_client)) GTEST_SKIP() << "see tsan_cannot_signal";
   Server server(thread_per_client);
   const Fd client = connect_port(server.port);
-  const std::optional<pid_t> serving = thread_in_recv(server.pid());
-  ASSERT_TRUE(serving) << "no thread of " << thread_per_client << " waits in recv for the client";
-  syscall(SYS_tgkill, server.pid(), *serving, SIGTERM);
+  const pid_t serving = thread_in_recv(server);
+  syscall(SYS_tgkill, server.pid(), serving, SIGTERM);
   const std::optional<int> code = server.wait_exit(stop_timeout);
   check(code == 0 && last_line(server.out()) == "Shutting down",
         "SIGTERM caught by the thread serving a client: the accept loop ends too, 'Shutting "
@@ -337,11 +337,10 @@ TEST_F(Exercise1, SaysShuttingDownOnlyOnceEveryConnectionsThreadHasEnded) {
   if (tsan_cannot_signal(thread_per_client)) GTEST_SKIP() << "see tsan_cannot_signal";
   Server server(thread_per_client);
   const Fd client = connect_port(server.port);
-  const std::optional<pid_t> serving = thread_in_recv(server.pid());
-  ASSERT_TRUE(serving) << "no thread of " << thread_per_client << " waits in recv for the client";
+  const pid_t serving = thread_in_recv(server);
   std::optional<HeldThread> held;
   try {
-    held.emplace(*serving);
+    held.emplace(serving);
   } catch (const std::system_error& error) {
     GTEST_SKIP() << "cannot hold one thread here: " << error.what();
   }
