@@ -61,23 +61,50 @@ std::string local_address(int sock) {
   return format_address(reinterpret_cast<sockaddr*>(&address));
 }
 
+namespace {
+// socket, bind and listen, with SO_REUSEADDR (a restarted server may bind while old connections
+// sit in TIME_WAIT) and, if `shared`, SO_REUSEPORT. An invalid Fd, errno set, on failure.
+Fd listen_at(const sockaddr* address, socklen_t length, bool shared) {
+  Fd listener(socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int on = 1;
+  if (listener && setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == 0 &&
+      (!shared || setsockopt(listener.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) == 0) &&
+      bind(listener.get(), address, length) == 0 && listen(listener.get(), SOMAXCONN) == 0) {
+    return listener;
+  }
+  return Fd();
+}
+}  // namespace
+
 Fd get_server_socket(const std::string& host, const std::string& port) {
+  return std::move(get_server_sockets(host, port, 1).front());
+}
+
+std::vector<Fd> get_server_sockets(const std::string& host, const std::string& port,
+                                   unsigned count) {
   std::signal(SIGPIPE, SIG_IGN);  // logging to a closed pipe must not kill the server either
   raise_fd_limit();
   const std::string what = "cannot listen on " + format_address(host, port);
   const AddrInfoList list = resolve(host, port, AI_PASSIVE, what);
+  const bool shared = count > 1;
   int error = 0;
   for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
-    Fd listener(socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
-    const int on = 1;
-    // SO_REUSEADDR: a restarted server may bind while old connections sit in TIME_WAIT.
-    if (listener && setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == 0 &&
-        bind(listener.get(), ai->ai_addr, ai->ai_addrlen) == 0 &&
-        listen(listener.get(), SOMAXCONN) == 0) {
-      log_line("Listening for incoming connections at " + local_address(listener.get()));
-      return listener;
+    std::vector<Fd> listeners;
+    listeners.push_back(listen_at(ai->ai_addr, ai->ai_addrlen, shared));
+    if (!listeners.front()) {
+      error = errno;
+      continue;
     }
-    error = errno;
+    // The others at the address the first got (its port, where port 0 let the kernel choose).
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    getsockname(listeners.front().get(), reinterpret_cast<sockaddr*>(&address), &length);
+    while (listeners.size() < count) {
+      listeners.push_back(listen_at(reinterpret_cast<sockaddr*>(&address), length, shared));
+      if (!listeners.back()) throw errno_error(what);
+    }
+    log_line("Listening for incoming connections at " + local_address(listeners.front().get()));
+    return listeners;
   }
   throw std::system_error(error, std::generic_category(), what);
 }

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/fd.hpp"
 
@@ -18,6 +19,13 @@ std::string local_address(int sock);
 // lets the kernel choose). Prints "Listening for incoming connections at ..." with the real port.
 // Also the start-up every server shares: SIGPIPE ignored, open-file limit raised to the hard limit.
 Fd get_server_socket(const std::string& host, const std::string& port);
+// The same for `count` event loops on one port (count listeners, one per loop): with SO_REUSEPORT
+// when count > 1, so that they share the port and the kernel spreads new clients over them.
+// Prints the one "Listening" line once all of them listen. A server that did not ask to share
+// (get_server_socket) is still refused a port in use ("Address already in use"), instead of
+// silently taking half the clients of the server already there.
+std::vector<Fd> get_server_sockets(const std::string& host, const std::string& port,
+                                   unsigned count);
 
 // The client's side of stage 2: a connected socket, or std::system_error naming HOST:PORT.
 Fd connect_to(const std::string& host, const std::string& port);

@@ -71,6 +71,8 @@ void request_stop() {
   }
 }
 
+bool stop_requested() { return stopping; }
+
 void setup_connections(int listener, const ServerOptions& options) {
   const ShutdownOnStop guard(listener);  // a stop makes accept return
   while (!stopping) {

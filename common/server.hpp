@@ -18,6 +18,8 @@
 // Works for any number of threads, pooled or one per connection.
 void stop_on_signals();
 void request_stop();  // what the signal handler does, for a server that must stop on its own
+// Whether a stop has been requested: an accept loop of a server's own ends once it is true.
+bool stop_requested();
 
 // While it lives, a stop shuts `sock` down, so a call blocked on it in this thread returns.
 // setup_connections guards its listener with one, process_connection its client; a server with

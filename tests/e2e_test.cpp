@@ -26,6 +26,7 @@ class FakeServer {
   // The next client's connection and the first question on it.
   Fd accept_question(Framer& buffer, std::string_view question) {
     Fd sock = accept_within(listener_.get());
+    set_timeouts(sock.get(), 10s);  // a client in --cycle waits its delay before the first one
     EXPECT_EQ(recv_upto(sock.get(), buffer, '?'), std::string(question));
     return sock;
   }
@@ -48,7 +49,7 @@ TEST_P(AllServers, PrintsWhoComesAndGoesAndClosesTheirDescriptors) {
       const Fd sock = connect_port(server.port);
       me = local_address(sock.get());
       EXPECT_EQ(server.read_line(), "Accepted connection from " + me);
-      Framer buffer(MAX_REPLY, "reply");
+      ReplyBuffer buffer;
       EXPECT_NE(ask(sock.get(), buffer, "Am I?"), "<closed>");
     }
     EXPECT_EQ(server.read_line(), "Client " + me + " closed the connection");
@@ -143,7 +144,7 @@ TEST(ClientQuestions, CycleTellsBytesNobodyAskedForFromAClose) {
   const Fd sock = server.accept_question(buffer, questions[0]);
   send_all(sock.get(), std::string(questions[0]) + " Yes.");
   // Once the client has printed the reply it waits before its next question: bytes then.
-  ASSERT_EQ(client.read_line(), std::string(questions[0]) + " Yes.");
+  ASSERT_EQ(client.read_line(10s), std::string(questions[0]) + " Yes.");  // after its 4 s wait
   send_all(sock.get(), "\x1b[2J");
   EXPECT_EQ(client.wait_exit(3s), 1);  // at once, not after its 4 s wait
   EXPECT_EQ(client.err(), "client_questions: the server sent '\\x1b[2J' unasked\n");
@@ -155,7 +156,7 @@ TEST(ClientQuestions, CycleTellsBytesThatCameWithAReply) {
   Framer buffer(MAX_QUESTION, "question");
   const Fd sock = server.accept_question(buffer, questions[0]);
   send_all(sock.get(), std::string(questions[0]) + " Yes.Surprise!");
-  EXPECT_EQ(client.wait_exit(), 1);
+  EXPECT_EQ(client.wait_exit(patience), 1);  // at once, not on its next question
   EXPECT_EQ(client.out(), std::string(questions[0]) + " Yes.\n");
   EXPECT_EQ(client.err(), "client_questions: the server sent 'Surprise!' unasked\n");
 }
@@ -166,7 +167,7 @@ TEST(ClientQuestions, CycleEndsCleanlyWhenTheServerClosesDuringItsWait) {
   Framer buffer(MAX_QUESTION, "question");
   Fd sock = server.accept_question(buffer, questions[0]);
   send_all(sock.get(), std::string(questions[0]) + " Yes.");
-  ASSERT_EQ(client.read_line(), std::string(questions[0]) + " Yes.");
+  ASSERT_EQ(client.read_line(10s), std::string(questions[0]) + " Yes.");  // after its 4 s wait
   sock.reset();
   EXPECT_EQ(client.wait_exit(3s), 0);  // at once, not after its 4 s wait
   EXPECT_EQ(client.err(), "client_questions: the server closed the connection\n");
@@ -211,7 +212,7 @@ TEST_P(AllServers, TheSameSeedGivesTheSameTranscriptOnEveryConnection) {
       clients.emplace_back([&server, &transcript] {
         try {
           const Fd sock = connect_port(server.port);
-          Framer buffer(MAX_REPLY, "reply");
+          ReplyBuffer buffer;
           for (int k = 0; k < asked; ++k) transcript += ask(sock.get(), buffer, "Again?");
         } catch (const std::exception& error) {
           transcript += std::string("<") + error.what() + ">";
@@ -225,7 +226,7 @@ TEST_P(AllServers, TheSameSeedGivesTheSameTranscriptOnEveryConnection) {
 TEST_P(AllServers, AQuestionWithADotIsEchoedWhole) {
   Server server(GetParam());
   const Fd sock = connect_port(server.port);
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(
       starts_with(ask(sock.get(), buffer, "Is 1.5 more than 1.25?"), "Is 1.5 more than 1.25? "));
 }
@@ -266,9 +267,9 @@ TEST_P(AllServers, SigtermWithClientsConnectedShutsDownCleanly) {
   const Fd midway = connect_port(server.port);
   send_all(midway.get(), "Will I be");
   server.send_signal(SIGTERM);
-  EXPECT_EQ(server.wait_exit(), 0);
+  EXPECT_EQ(server.wait_exit(stop_timeout), 0);
   EXPECT_EQ(last_line(server.out()), "Shutting down");
-  EXPECT_EQ(server.err(), "");
+  EXPECT_TRUE(server.err().empty()) << server.err();
   EXPECT_EQ(read_until_close(idle.get()), "");  // the server closed our connection
 }
 
@@ -279,7 +280,7 @@ TEST_P(AllServers, AnswersAQuestionSentOneByteAtATime) {
   for (const char c : question.substr(0, question.size() - 1)) {
     send_all(sock.get(), std::string_view(&c, 1));
   }
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(starts_with(ask(sock.get(), buffer, "?"), question + " "));
 }
 
@@ -287,7 +288,7 @@ TEST_P(AllServers, EchoesBinaryAndNulBytesExactly) {
   Server server(GetParam());
   const Fd sock = connect_port(server.port);
   const std::string question("\0\x01\xfe\n\0bin?", 9);
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(starts_with(ask(sock.get(), buffer, question), question + " "));
 }
 

@@ -5,8 +5,10 @@
 // and in the failure message either way), so a student knows where they stand and a lecturer
 // can grade with it. Each is written so that a wrong solution fails it, not only a missing one.
 #include <gtest/gtest.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <array>
@@ -17,6 +19,8 @@
 #include <iostream>
 #include <regex>
 #include <sstream>
+#include <stdexcept>
+#include <utility>
 
 #include "bench/proc.hpp"
 #include "common/net.hpp"
@@ -31,11 +35,13 @@ bool exercise_requested(int k) {
 }
 
 // Stops a check of exercise `k` if the exercise has not been started, saying what is missing:
-// a failure under make exercise N=k, a skip in make test.
+// under make exercise N=k, the first check fails saying so and the others skip; in make test,
+// every one skips.
 void require_started(int k, bool done, const std::string& missing) {
   if (done) return;
   const std::string why = "exercise " + std::to_string(k) + " not started: " + missing;
-  if (exercise_requested(k)) FAIL() << why;
+  static bool said = false;
+  if (exercise_requested(k) && !std::exchange(said, true)) FAIL() << why;
   GTEST_SKIP() << why;
 }
 
@@ -190,6 +196,44 @@ double cycle_run(const std::string& server, int clients, int questions, const st
   return since(start);
 }
 
+// The thread of a server that waits in recv (serving a silent client), once there is one;
+// throws if none comes within `patience`.
+pid_t thread_in_recv(const Server& server) {
+  const std::string recv_call = std::to_string(SYS_recvfrom) + " ";
+  for (const auto deadline = Clock::now() + patience; Clock::now() < deadline; usleep(1000)) {
+    for (const auto& task :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(server.pid()) + "/task")) {
+      if (read_file(task.path().string() + "/syscall").starts_with(recv_call)) {
+        return static_cast<pid_t>(std::stoi(task.path().filename().string()));
+      }
+    }
+  }
+  throw std::runtime_error("no thread of " + server.program + " waits in recv for its client");
+}
+
+// One thread of a child held still where it is (ptrace), while the others run on: a
+// connection's thread made to take as long as the test likes. Released by the destructor.
+class HeldThread {
+ public:
+  explicit HeldThread(pid_t tid) : tid_(tid) {
+    if (ptrace(PTRACE_SEIZE, tid_, nullptr, nullptr) != 0 ||
+        ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) {
+      throw std::system_error(errno, std::generic_category(), "ptrace");
+    }
+    int status = 0;
+    waitpid(tid_, &status, __WALL);  // it has stopped
+  }
+  ~HeldThread() {
+    // Gone with its process: reap what ptrace kept of it, so the process can be waited for.
+    if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) waitpid(tid_, nullptr, __WALL);
+  }
+  HeldThread(const HeldThread&) = delete;
+  HeldThread& operator=(const HeldThread&) = delete;
+
+ private:
+  pid_t tid_;
+};
+
 const std::string thread_per_client = "server_thread_per_client";
 }  // namespace
 
@@ -248,6 +292,70 @@ TEST_F(Exercise1, JoinsEveryTestTheServersShare) {
         }());
 }
 
+namespace {
+// What a server that does not stop most likely lacks (a signal ends accept4 with EINTR only in
+// the thread that catches it, and only if it comes while that thread waits there).
+const std::string listener_hint =
+    "the listener is not shut down on a stop: guard the accept loop's listener with a "
+    "ShutdownOnStop and end the loop once stop_requested() (common/server.hpp)";
+
+std::string exit_seen(const Server& server, const std::optional<int>& code) {
+  return code ? "exit code " + std::to_string(*code) + ", last line '" +
+                    last_line(server.out()).value_or("") + "'"
+              : "still running " + seconds(std::chrono::duration<double>(stop_timeout).count()) +
+                    " after SIGTERM: " + listener_hint;
+}
+}  // namespace
+
+TEST_F(Exercise1, SigtermWithNoClientExitsZero) {
+  if (tsan_cannot_signal(thread_per_client)) GTEST_SKIP() << "see tsan_cannot_signal";
+  Server server(thread_per_client);
+  server.send_signal(SIGTERM);
+  const std::optional<int> code = server.wait_exit(stop_timeout);
+  check(code == 0 && last_line(server.out()) == "Shutting down",
+        "SIGTERM with no client: 'Shutting down', exit 0 at once", exit_seen(server, code));
+}
+
+// The thread that catches a signal is any that does not block it: here, one serving a client.
+TEST_F(Exercise1, SigtermCaughtByAConnectionsThreadStopsTheAcceptLoopToo) {
+  if (tsan_cannot_signal(thread_per_client)) GTEST_SKIP() << "see tsan_cannot_signal";
+  Server server(thread_per_client);
+  const Fd client = connect_port(server.port);
+  const pid_t serving = thread_in_recv(server);
+  syscall(SYS_tgkill, server.pid(), serving, SIGTERM);
+  const std::optional<int> code = server.wait_exit(stop_timeout);
+  check(code == 0 && last_line(server.out()) == "Shutting down",
+        "SIGTERM caught by the thread serving a client: the accept loop ends too, 'Shutting "
+        "down', exit 0 at once",
+        exit_seen(server, code));
+}
+
+// A detached thread still running when main returns is ended mid-conversation by the exit
+// (and its objects destroyed under it). The test holds one connection's thread still, as a
+// busy conversation would, and stops the server: main must wait for it.
+TEST_F(Exercise1, SaysShuttingDownOnlyOnceEveryConnectionsThreadHasEnded) {
+  if (tsan_cannot_signal(thread_per_client)) GTEST_SKIP() << "see tsan_cannot_signal";
+  Server server(thread_per_client);
+  const Fd client = connect_port(server.port);
+  const pid_t serving = thread_in_recv(server);
+  std::optional<HeldThread> held;
+  try {
+    held.emplace(serving);
+  } catch (const std::system_error& error) {
+    GTEST_SKIP() << "cannot hold one thread here: " << error.what();
+  }
+  syscall(SYS_tgkill, server.pid(), server.pid(), SIGTERM);  // to main: the held one cannot take it
+  const bool early = !wait_for_lines(server, std::regex("^Shutting down$"), 1, 1s).empty();
+  held.reset();  // lets it go (or, if the process has exited, reaps it)
+  const std::optional<int> code = server.wait_exit(stop_timeout);
+  check(!early && code == 0 && last_line(server.out()) == "Shutting down",
+        "SIGTERM while a connection's thread is still busy: main waits for that thread, then "
+        "'Shutting down' and exit 0 (a detached thread must be waited for too)",
+        early ? "'Shutting down' while a connection's thread was still running: main returned "
+                "without waiting for it"
+              : exit_seen(server, code));
+}
+
 TEST_F(Exercise1, RunsOneThreadPerConnectedClientPlusMain) {
   Server server(thread_per_client);
   const std::regex accepted("^Accepted connection from ");
@@ -292,12 +400,11 @@ TEST_F(Exercise1, SigtermWithTwentyClientsConnectedExitsZero) {
   for (int i = 0; i < 20; ++i) clients.push_back(connect_port(server.port));
   wait_for_lines(server, std::regex("^Accepted connection from "), 20);
   server.send_signal(SIGTERM);
-  const std::optional<int> code = server.wait_exit(5s);
-  const bool said = lines(server.out()).back() == "Shutting down";
-  check(code == 0 && said && server.err().empty(),
-        "SIGTERM with 20 clients connected: 'Shutting down', exit 0 within 5 s, nothing on stderr",
-        "exit code " + (code ? std::to_string(*code) : std::string("none")) + ", last line '" +
-            lines(server.out()).back() + "', stderr '" + server.err() + "'");
+  const std::optional<int> code = server.wait_exit(stop_timeout);
+  check(code == 0 && last_line(server.out()) == "Shutting down" && server.err().empty(),
+        "SIGTERM with 20 clients connected: 'Shutting down', exit 0 at once, nothing on stderr",
+        exit_seen(server, code) +
+            (server.err().empty() ? ", nothing on stderr" : ", stderr:\n" + server.err()));
 }
 
 TEST_F(Exercise1, HoldsTenThousandClients) {
@@ -380,7 +487,7 @@ TEST_F(Exercise2, IdleClientsAreClosedAfterTheTimeoutAndLogged) {
 TEST_F(Exercise2, AnActiveClientIsNeverClosed) {
   Server server("server_epoll", {"--idle-timeout", "1", "--max-questions", "0"});
   const Fd sock = connect_port(server.port);
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   int answered = 0;
   const auto start = Clock::now();
   while (since(start) < 3.0) {  // three timeouts long, never idle for more than 0.2 s
@@ -433,17 +540,32 @@ TEST_F(Exercise2, TheServerUsesNoCpuWhileItWaits) {
         std::to_string(woken) + " wake-ups");
 }
 
-TEST_F(Exercise2, StillAboutTwoSystemCallsPerQuestion) {
-  Server server("server_epoll", {"--idle-timeout", "5", "--max-questions", "0"});
-  const std::string json =
-      loadgen(server.port, {"--connections", "100", "--seconds", "2", "--warmup", "0.5",
-                            "--server-pid", std::to_string(server.pid())});
-  const std::string calls = field(json, "server_syscalls_per_question");
-  if (calls.empty() || calls[0] == '-') GTEST_SKIP() << "perf cannot count system calls here";
-  check(std::stod(calls) < 2.5,
-        "100 busy connections with --idle-timeout 5: about 2 system calls per question (under "
-        "2.5), as without the option",
-        calls + " system calls per question");
+// Measured against the same server without the option, in the same run: whatever else it does
+// per question (exercise 4's edge-triggered read adds one call by design), the option adds none.
+// One busy connection: every question is then one wake-up (epoll_wait, recv, send), the same
+// count every run, where many connections share wake-ups as the machine's load allows.
+TEST_F(Exercise2, NoExtraSystemCallPerQuestion) {
+  const auto calls_per_question = [](const std::vector<std::string>& options) {
+    std::vector<std::string> args{"--max-questions", "0"};
+    args.insert(args.end(), options.begin(), options.end());
+    Server server("server_epoll", args);
+    const std::string json =
+        loadgen(server.port, {"--connections", "1", "--seconds", "1", "--warmup", "0.3",
+                              "--server-pid", std::to_string(server.pid())});
+    const std::string calls = field(json, "server_syscalls_per_question");
+    return calls.empty() || calls[0] == '-' ? -1.0 : std::stod(calls);
+  };
+  const double without = calls_per_question({});
+  const double with = calls_per_question({"--idle-timeout", "5"});
+  if (without < 0 || with < 0) GTEST_SKIP() << "perf cannot count system calls here";
+  std::ostringstream saw;
+  saw.precision(2);
+  saw << std::fixed << with << " system calls per question with the option, " << without
+      << " without";
+  check(with < without + 0.25,
+        "one busy connection with --idle-timeout 5: as many system calls per question as "
+        "without the option (within 0.25)",
+        saw.str());
 }
 
 // ---- 3. --workers N with SO_REUSEPORT ------------------------------------------------------
@@ -458,7 +580,13 @@ class Exercise3 : public testing::Test {
 
 TEST_F(Exercise3, TwoWorkersListenTwiceOnOnePortAndBothServe) {
   Server server("server_epoll", {"--workers", "2", "--max-questions", "0"});
-  const int listening = listeners_on(server.port);
+  // The second listener may come just after the first has printed its port (and until then
+  // the first takes every client): wait for it as for any line.
+  int listening = listeners_on(server.port);
+  for (const auto deadline = Clock::now() + patience; listening < 2 && Clock::now() < deadline;
+       usleep(1000)) {
+    listening = listeners_on(server.port);
+  }
   check(listening == 2, "--workers 2: two listening sockets on the one port (SO_REUSEPORT)",
         std::to_string(listening) + " listening on port " + server.port);
   const std::string json =
@@ -501,9 +629,11 @@ TEST_F(Exercise3, EachWorkerKeepsTheLabsLimitAndTheSeed) {
 class Exercise4 : public testing::Test {
  protected:
   void SetUp() override {
-    bool uses = false;  // EPOLLET in code, not only in a comment
+    bool uses = false;  // EPOLLET in code, not only in a comment, in any of its sources
     for (const auto& file :
          std::filesystem::directory_iterator(std::string(SOURCE_DIR) + "/server_epoll")) {
+      const std::string extension = file.path().extension().string();
+      if (extension != ".cpp" && extension != ".hpp") continue;
       std::istringstream source(read_file(file.path().string()));
       for (std::string line; std::getline(source, line);) {
         uses = uses || line.substr(0, line.find("//")).find("EPOLLET") != std::string::npos;
@@ -550,7 +680,7 @@ class Exercise5 : public testing::TestWithParam<std::string> {
   void SetUp() override {
     Server probe("server_threads");
     const Fd sock = connect_port(probe.port);
-    Framer buffer(MAX_REPLY, "reply");
+    ReplyBuffer buffer;
     ask(sock.get(), buffer, "Serving?");  // past start-up: its signals are set up
     require_started(5, signal_disposition(probe.pid()).catching == 0,
                     "server_threads still catches SIGTERM with a signal handler");
@@ -562,7 +692,7 @@ INSTANTIATE_TEST_SUITE_P(Blocking, Exercise5, testing::Values("server_simple", "
 TEST_P(Exercise5, EveryThreadBlocksSigintAndSigterm) {
   Server server(GetParam());
   const Fd sock = connect_port(server.port);
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   ask(sock.get(), buffer, "Serving?");  // past start-up: its threads are there
   // Threads may still be starting: read again until every one blocks them, for up to 2 s.
   SignalDisposition seen;
@@ -593,7 +723,7 @@ TEST_P(Exercise5, SigtermWithClientsMidQuestionExitsZeroAtOnce) {
   wait_for_lines(server, std::regex("^Accepted connection from "), 1);
   const auto start = Clock::now();
   server.send_signal(SIGTERM);
-  const std::optional<int> code = server.wait_exit(5s);
+  const std::optional<int> code = server.wait_exit(stop_timeout);
   const double took = since(start);
   check(code == 0 && took < 2.0 && lines(server.out()).back() == "Shutting down",
         "SIGTERM with 6 clients mid-question: 'Shutting down' and exit 0 within 2 s",

@@ -10,12 +10,15 @@
 #include <algorithm>
 #include <charconv>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 #include "bench/proc.hpp"
 #include "common/net.hpp"
@@ -102,12 +105,18 @@ std::optional<int> Child::wait_exit(std::chrono::milliseconds timeout) {
   {
     // The pipes close when the child exits (its output is all read by then).
     std::unique_lock lock(mutex_);
-    if (!changed_.wait_until(lock, deadline, [&] { return pipes_closed_; })) return std::nullopt;
+    if (!changed_.wait_until(lock, deadline, [&] { return pipes_closed_; })) {
+      waited_in_vain_ = true;
+      return std::nullopt;
+    }
   }
   int status = 0;
   // A child that closed its pipes and lives on is not waited for forever either.
   while (waitpid(pid_, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+    if (std::chrono::steady_clock::now() > deadline) {
+      waited_in_vain_ = true;
+      return std::nullopt;
+    }
     usleep(1000);
   }
   status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -133,11 +142,14 @@ Server::Server(const std::string& program, const std::vector<std::string>& optio
           [&] {
             std::vector<std::string> args{"127.0.0.1", "0"};
             args.insert(args.end(), options.begin(), options.end());
+            if (program == "server_epoll") {
+              args.insert(args.end(), server_args().begin(), server_args().end());
+            }
             return args;
           }(),
           max_files),
       program(program) {
-  const std::optional<std::string> line = read_line();
+  const std::optional<std::string> line = read_line(10s);  // a sanitized start-up takes a while
   const std::string prefix = "Listening for incoming connections at 127.0.0.1:";
   if (!line || line->rfind(prefix, 0) != 0) {
     throw std::runtime_error(program + " did not start: " + line.value_or("") + err());
@@ -146,17 +158,30 @@ Server::Server(const std::string& program, const std::vector<std::string>& optio
 }
 
 Server::~Server() {
-  if (exited()) return;
+  if (exited() || waited_in_vain()) return;  // the test has seen it end, or has failed on it
   send_signal(SIGTERM);
-  std::optional<int> code = wait_exit(tsan_cannot_signal(program) ? 2s : 10s);
+  std::optional<int> code = wait_exit(tsan_cannot_signal(program) ? 2s : stop_timeout);
   if (!code && tsan_cannot_signal(program)) {
     // See tsan_cannot_signal: the second SIGTERM interrupts the blocked call (the handler has no
     // SA_RESTART), and TSan runs the handler for the held-back one as that call returns.
     send_signal(SIGTERM);
-    code = wait_exit();
+    code = wait_exit(stop_timeout);
   }
-  EXPECT_EQ(code, 0) << program << " did not shut down cleanly on SIGTERM";
-  EXPECT_EQ(err(), "") << program << " wrote to stderr";
+  EXPECT_EQ(code, 0) << program << " did not shut down cleanly on SIGTERM"
+                     << (code ? ""
+                              : " (still running " + std::to_string(stop_timeout.count()) +
+                                    " ms after it)");
+  // As written, line by line: a sanitizer's report is read, not decoded.
+  EXPECT_TRUE(err().empty()) << program << " wrote to stderr:\n" << err();
+}
+
+const std::vector<std::string>& server_args() {
+  static const std::vector<std::string> words = [] {
+    const char* given = std::getenv("SERVER_ARGS");
+    std::istringstream text(given != nullptr ? given : "");
+    return std::vector<std::string>(std::istream_iterator<std::string>(text), {});
+  }();
+  return words;
 }
 
 void set_timeouts(int sock, std::chrono::seconds timeout) {
@@ -179,15 +204,82 @@ Fd accept_within(int listener, std::chrono::milliseconds timeout) {
   return sock;
 }
 
-std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question) {
-  return recv_upto(sock, buffer, '.', question.size());
+namespace {
+// The length of the reply to `question` at the start of `got`, or 0 while it is not whole;
+// `possible` turns false once `got` cannot become a right reply, however many bytes follow.
+std::size_t whole_reply(std::string_view got, std::string_view question, bool& possible) {
+  const std::string echo = std::string(question) + " ";
+  possible = true;
+  const std::size_t head = std::min(got.size(), echo.size());
+  if (got.substr(0, head) != std::string_view(echo).substr(0, head)) {
+    possible = false;
+    return 0;
+  }
+  if (got.size() <= echo.size()) return 0;
+  const std::string_view rest = got.substr(echo.size());
+  possible = false;
+  for (const std::string_view reply : replies) {
+    if (rest.starts_with(reply)) return echo.size() + reply.size();
+    possible = possible || reply.starts_with(rest);
+  }
+  return 0;
+}
+
+std::string shown(std::string_view bytes) { return "'" + escape(bytes) + "'"; }
+}  // namespace
+
+std::optional<std::string> read_reply(int sock, ReplyBuffer& buffer, std::string_view question) {
+  for (;;) {
+    bool possible = true;
+    if (const std::size_t size = whole_reply(buffer.pending, question, possible); size != 0) {
+      std::string reply = buffer.pending.substr(0, size);
+      buffer.pending.erase(0, size);
+      return reply;
+    }
+    if (!possible) return std::exchange(buffer.pending, "");  // a wrong reply: fail now
+    char chunk[4096];
+    const ssize_t n = recv(sock, chunk, sizeof chunk, 0);
+    if (n > 0) {
+      buffer.pending.append(chunk, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      if (buffer.pending.empty()) return std::nullopt;
+      return std::exchange(buffer.pending, "");  // half a reply, then the close
+    } else if (errno != EINTR) {
+      throw std::system_error(errno, std::generic_category(),
+                              "no whole reply to " + shown(question) + " (got " +
+                                  shown(buffer.pending) + ") before the socket's timeout: recv");
+    }
+  }
+}
+
+std::string receive_expected(int sock, std::string_view expected) {
+  std::string got;
+  char chunk[65536];
+  while (got.size() < expected.size()) {
+    const ssize_t n = recv(sock, chunk, std::min(sizeof chunk, expected.size() - got.size()), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) got.append(chunk, static_cast<std::size_t>(n));
+    const std::size_t same = static_cast<std::size_t>(
+        std::mismatch(got.begin(), got.end(), expected.begin()).first - got.begin());
+    if (same == got.size() && n > 0) continue;
+    const std::size_t from = same < 40 ? 0 : same - 40;  // where it went wrong, in context
+    const std::string why = n > 0    ? "differs at byte " + std::to_string(same)
+                            : n == 0 ? "the peer closed after byte " + std::to_string(same)
+                                     : "nothing more came after byte " + std::to_string(same) +
+                                           " (" + std::strerror(errno) + ")";
+    return why + " of " + std::to_string(expected.size()) + ": expected ..." +
+           shown(expected.substr(from, 80)) + ", got ..." +
+           shown(std::string_view(got).substr(from, 80));
+  }
+  return "";
 }
 
 bool tsan_cannot_signal(const std::string& server) {
-  return under_thread_sanitizer && server == "server_simple";
+  return under_thread_sanitizer &&
+         (server == "server_simple" || server == "server_thread_per_client");
 }
 
-std::string ask(int sock, Framer& buffer, std::string_view question) {
+std::string ask(int sock, ReplyBuffer& buffer, std::string_view question) {
   send_all(sock, question);
   return read_reply(sock, buffer, question).value_or("<closed>");
 }

@@ -42,6 +42,12 @@ inline constexpr int sanitizer_threads = under_thread_sanitizer ? 1 : 0;
 inline constexpr long sanitizer_memory_factor =
     under_thread_sanitizer || under_address_sanitizer ? 4 : 1;
 
+// How long a test waits for what a correct server does at once (a reply, a close, a log line):
+// ample on a loaded 2-core machine, and short, so that a server that never does it fails its
+// test in seconds rather than holding up the suite (longer under the sanitizers' slowdown).
+inline constexpr std::chrono::seconds patience =
+    under_thread_sanitizer || under_address_sanitizer ? 10s : 3s;
+
 // A program from bin/ (or at an absolute path) run as a child process with its stdout and stderr on
 // pipes, which a thread drains as the child writes (a chatty child never blocks on a full pipe).
 // Every wait has a timeout, and the destructor kills and reaps the child: a test can fail, but it
@@ -56,9 +62,11 @@ class Child {
 
   // The next line of stdout, without its '\n'; nullopt if none came within the timeout or the
   // child closed its stdout.
-  std::optional<std::string> read_line(std::chrono::milliseconds timeout = 10s);
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout = patience);
   // Waits for the child to exit: its exit code (128 + N for signal N), or nullopt on timeout.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout = 10s);
+  // Whether a wait_exit has timed out (the test has failed on it: no need to wait again).
+  [[nodiscard]] bool waited_in_vain() const { return waited_in_vain_; }
   void send_signal(int signal) const;
 
   [[nodiscard]] pid_t pid() const { return pid_; }
@@ -76,12 +84,22 @@ class Child {
   bool pipes_closed_ = false;
   std::size_t out_read_ = 0;  // how much of out_ read_line has returned
   std::optional<int> status_;
+  bool waited_in_vain_ = false;
   std::jthread reader_;  // declared last: destroyed (joined) first
 };
 
+// How long a server may take to exit after SIGTERM. A server that does not stop fails its test
+// in about this long, instead of making the suite wait on it. Under the sanitizers, which slow
+// every thread's exit and check for leaks at the end, as long as before: 5 s was once too
+// short for server_threads under TSan on a loaded machine.
+inline constexpr std::chrono::milliseconds stop_timeout =
+    under_thread_sanitizer || under_address_sanitizer ? 10s : 2s;
+
 // A server from bin/ listening on 127.0.0.1 and a port the kernel chose (port 0). Unless the
-// test ended it, the destructor stops it with SIGTERM and checks that it shut down cleanly:
-// exit code 0, nothing on stderr (where sanitizers report). Every test checks that much.
+// test ended it, the destructor stops it with SIGTERM and checks that it shut down cleanly
+// within stop_timeout: exit code 0, nothing on stderr (where sanitizers report). Every test
+// checks that much. server_epoll gets the words of SERVER_ARGS (the environment) after its
+// options: `make test SERVER_ARGS='--workers 2'` runs every test of it that way.
 class Server : public Child {
  public:
   Server(const std::string& program, const std::vector<std::string>& options = {},
@@ -93,27 +111,50 @@ class Server : public Child {
   std::string port;
 };
 
+// SERVER_ARGS, split into words (empty when unset). Two tests skip when they are given, as
+// --workers changes on purpose what they check: ServerEpoll.OneThreadServesAThousandClients-
+// AtOnce counts one thread, and EveryServer.OutOfDescriptorsItWaitsWithoutSpinningAndRecovers
+// serves the waiting clients in the order they came (each listener has a backlog of its own).
+// AllServers.APortInUseIsARuntimeFailure still holds: its second server does not get them, and
+// a server that did not ask to share a port is refused one in use, SO_REUSEPORT or not.
+const std::vector<std::string>& server_args();
+inline constexpr const char* server_args_skip = "SERVER_ARGS given";
+
 // Every socket a test reads or writes gives up after `timeout` (SO_RCVTIMEO and SO_SNDTIMEO: the
 // call fails with EAGAIN), so a server or helper that breaks a bound fails the test in seconds
 // instead of hanging the suite.
-void set_timeouts(int sock, std::chrono::seconds timeout = 10s);
+void set_timeouts(int sock, std::chrono::seconds timeout = patience);
 // A connected socket with those timeouts.
 Fd connect_port(const std::string& port);
 // The next connection to a fake server played by the test, with those timeouts; throws if none
 // comes within the timeout.
-Fd accept_within(int listener, std::chrono::milliseconds timeout = 10s);
-// Replies to `question`, read as the client reads them.
-std::optional<std::string> read_reply(int sock, Framer& buffer, std::string_view question);
+Fd accept_within(int listener, std::chrono::milliseconds timeout = patience);
+// What a test has received from a server and not used yet. The harness frames replies itself
+// rather than with common/'s Framer, so a bug in the code under test cannot hide in the tests.
+struct ReplyBuffer {
+  std::string pending;
+};
+// The reply to `question` (the question, a space, a stock reply), compared as its bytes arrive:
+// returns as soon as it is whole, or as soon as it differs from every right reply (then what
+// came, so the test fails at once and shows it). nullopt if the server closed before a byte of
+// it came; throws if nothing more came within the socket's timeout.
+std::optional<std::string> read_reply(int sock, ReplyBuffer& buffer, std::string_view question);
 // ThreadSanitizer (gcc 12's runtime here) runs a signal handler at once only while the thread is
 // in a call it treats as blocking (poll, epoll_wait); otherwise it holds the signal until the
 // thread's next intercepted call returns. recv and accept4 are not such calls: a SIGTERM that
-// reaches server_simple's only thread just before it blocks in one waits until a client connects
-// or sends (google/sanitizers#1813, llvm/llvm-project#83561 describe the same deferral). Plain
-// and ASan builds run the signal tests; under TSan they skip server_simple, and Server's
-// destructor sends it a second SIGTERM if it has not exited 2 s after the first.
+// reaches a thread just before it blocks in one waits until a client connects or sends
+// (google/sanitizers#1813, llvm/llvm-project#83561 describe the same deferral). That is every
+// server whose main thread accepts (server_simple, and exercise 1's server_thread_per_client);
+// server_threads' main thread waits in a join and server_epoll's in epoll_wait. Plain and ASan
+// builds run the signal tests; under TSan they skip those servers, and Server's destructor sends
+// them a second SIGTERM if they have not exited 2 s after the first.
 bool tsan_cannot_signal(const std::string& server);
-// Sends `question` and returns the reply read as the client reads it, or "<closed>".
-std::string ask(int sock, Framer& buffer, std::string_view question);
+// Sends `question` and returns read_reply's reply, or "<closed>".
+std::string ask(int sock, ReplyBuffer& buffer, std::string_view question);
+// Reads until `expected` has come whole, comparing as bytes arrive: at the first byte that
+// differs, or the peer's close, or the socket's timeout, it stops. Returns "" when all came,
+// else what a test prints: what was expected and what came.
+std::string receive_expected(int sock, std::string_view expected);
 bool starts_with(const std::optional<std::string>& line, std::string_view prefix);
 // Sends `byte` over and over without blocking, until `limit` bytes are out or the peer has taken
 // nothing for 200 ms (it has stopped reading). Returns how many bytes went out.
@@ -150,4 +191,5 @@ std::string server_name(const testing::TestParamInfo<std::string>& info);
 // `count` of them or the timeout has passed: a test that counts log lines waits for the server
 // to have printed them instead of reading what is there too early.
 std::vector<std::string> wait_for_lines(const Child& child, const std::regex& pattern,
-                                        std::size_t count, std::chrono::milliseconds timeout = 10s);
+                                        std::size_t count,
+                                        std::chrono::milliseconds timeout = patience);

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "common/cli.hpp"
@@ -371,4 +372,47 @@ TEST(TestSupport, TheLastLineOfNoOutputIsNothingNotACrash) {
   EXPECT_EQ(last_line(""), std::nullopt);
   EXPECT_EQ(last_line("no newline yet"), std::nullopt);
   EXPECT_EQ(last_line("Listening\nShutting down\n"), "Shutting down");
+}
+
+// The harness frames replies itself and stops at the first wrong byte: a wrong reply fails its
+// test at once, not at the socket's timeout (nor hidden by a bug in the Framer it checks).
+TEST(TestSupport, AWrongReplyIsReturnedAsSoonAsItDiffers) {
+  const SocketPair pair;
+  send_all(pair.b.get(), "Q? Yes.R? Perhaps");  // the second never ends with a stock reply
+  ReplyBuffer buffer;
+  EXPECT_EQ(read_reply(pair.a.get(), buffer, "Q?"), "Q? Yes.");
+  EXPECT_EQ(read_reply(pair.a.get(), buffer, "R?"), "R? Perhaps");
+  send_all(pair.b.get(), "S? May");
+  shutdown(pair.b.get(), SHUT_WR);
+  EXPECT_EQ(read_reply(pair.a.get(), buffer, "S?"), "S? May");  // half a reply, then the close
+  EXPECT_EQ(read_reply(pair.a.get(), buffer, "T?"), std::nullopt);
+}
+
+TEST(TestSupport, ExpectedBytesStopAtTheFirstDifferenceAndSayWhere) {
+  const SocketPair pair;
+  send_all(pair.b.get(), "A? Yes.B? No.");
+  EXPECT_EQ(receive_expected(pair.a.get(), "A? Yes."), "");
+  EXPECT_EQ(receive_expected(pair.a.get(), "B? Maybe."),
+            "differs at byte 3 of 9: expected ...'B? Maybe.', got ...'B? No.'");
+}
+
+// SO_REUSEPORT only where a server asks for it: a second server on a port in use still fails.
+TEST(Listener, OnlyListenersMadeToShareAPortShareIt) {
+  testing::internal::CaptureStdout();
+  const std::vector<Fd> shared = get_server_sockets("127.0.0.1", "0", 2);
+  const Fd alone = get_server_socket("127.0.0.1", "0");
+  const std::vector<std::string> printed = lines(testing::internal::GetCapturedStdout());
+  ASSERT_EQ(shared.size(), 2U);
+  EXPECT_EQ(local_address(shared[1].get()), local_address(shared[0].get()));
+  EXPECT_EQ(printed.size(), 2U) << "one Listening line for each call";
+  const auto in_use = [](const std::string& port, unsigned count) {
+    try {
+      get_server_sockets("127.0.0.1", port, count);
+    } catch (const std::system_error& error) {
+      return error.code().value() == EADDRINUSE;
+    }
+    return false;
+  };
+  EXPECT_TRUE(in_use(local_address(shared[0].get()).substr(10), 1));
+  EXPECT_TRUE(in_use(local_address(alone.get()).substr(10), 2));
 }
