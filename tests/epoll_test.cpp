@@ -63,7 +63,7 @@ TEST(ServerEpoll, AConnectedClientIsAnsweredBetweenTheAcceptsOfAStorm) {
   }
   EXPECT_EQ(line, "Closing connection to " + peer + " after 1 questions");
   EXPECT_LT(accepted_before, storm) << "the asker waited for every accept of the storm";
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(starts_with(read_reply(asker.get(), buffer, "Q?"), "Q? Maybe."));
   // And none of the storm is lost: the rest are accepted on the next wake-ups.
   const std::regex accepted("^Accepted connection from ");
@@ -87,7 +87,7 @@ TEST(ServerEpoll, AnEventForAConnectionClosedEarlierInItsBatchIsSkipped) {
   closer.reset();
   EXPECT_EQ(server.read_line(), "Client " + peer + " closed the connection");
   const Fd asker = connect_port(server.port);
-  Framer buffer(MAX_REPLY, "reply");
+  ReplyBuffer buffer;
   EXPECT_TRUE(starts_with(ask(asker.get(), buffer, "Still there?"), "Still there? "))
       << "server_epoll died on the second event: " << server.wait_exit(1s).value_or(-1);
 }
