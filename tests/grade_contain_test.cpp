@@ -189,6 +189,20 @@ TEST_F(GradeContains, TimeoutKeepsThePartialReport) {
   EXPECT_EQ(graded.left, 0U);
 }
 
+// The limit runs out while clean-shutdown waits for children that ignore SIGTERM: grade killing
+// them is not the server stopping cleanly, so the check is cut short, not passed.
+TEST_F(GradeContains, TimeoutDuringCleanShutdownIsNotAPass) {
+  const Graded graded = grade_misbehaving("fork-per-connection", {"--timeout", "4"});
+  ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
+  EXPECT_EQ(graded.exit_code, 1) << graded.report << graded.err;
+  // "cut short" when the checks before took under 4 s, as they do; "not run" on a slow machine
+  EXPECT_TRUE(std::regex_match(line_of(graded.report, "clean-shutdown"),
+                               std::regex("FAIL clean-shutdown: .*; (cut short|not run): the time "
+                                          "limit ran out")))
+      << graded.report;
+  EXPECT_EQ(graded.left, 0U);
+}
+
 TEST_F(GradeContains, AServerThatNeverListens) {
   const Graded graded = grade_misbehaving("never-listens", {"--timeout", "2"});
   ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
