@@ -53,7 +53,7 @@ class Process {
   // SIGTERM to every process of the program: it stops as a whole, as a terminal's session does.
   // From now on, gone_within sends one to every process that appears too (a fork under way).
   void terminate();
-  // Whether every process of the program has exited within `timeout`.
+  // Whether every process of the program has exited within `timeout`; reaps those that have.
   bool gone_within(std::chrono::milliseconds timeout);
   // Kills and reaps every process of the program, and shows the last of its stderr.
   void stop();

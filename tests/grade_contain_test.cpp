@@ -136,6 +136,21 @@ TEST_F(GradeContains, AServerThatIgnoresSigtermAndForksAHelper) {
 }
 
 // Each child in a process group of its own: grade does not find them by group or session.
+// A chain of processes, each forking the next and exiting at once, that ignores SIGTERM: no
+// single look at /proc may take it for gone, so clean-shutdown fails, and grade still kills it.
+TEST_F(GradeContains, AForkChainThatIgnoresSigtermIsNotGone) {
+  const Graded graded = grade_misbehaving("fork-chain", {});
+  ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
+  EXPECT_EQ(graded.exit_code, 1) << graded.report << graded.err;
+  expect_questions_graded(graded);
+  EXPECT_EQ(line_of(graded.report, "clean-shutdown"),
+            "FAIL clean-shutdown: exit status 0 within 5 s of SIGTERM, and no process of it left; "
+            "exit status 0, but processes it started still ran 5 s after SIGTERM (grade killed "
+            "them)")
+      << graded.report;
+  EXPECT_EQ(graded.left, 0U);
+}
+
 TEST_F(GradeContains, FortyChildrenEachInItsOwnProcessGroup) {
   const Graded graded = grade_misbehaving("forks-40-groups", {});
   ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
