@@ -306,8 +306,12 @@ class StartedServer {
     while (std::chrono::steady_clock::now() < deadline) {
       if (const std::optional<int> status = process_->wait(0ms)) {
         // The process grade started is gone, but others of the server serve on (a daemon):
-        // nothing to start again.
-        if (!process_->gone_within(0ms) && accepts_connections(target_)) return std::nullopt;
+        // nothing to start again. Unless grade killed it (its memory): then whatever still
+        // holds its listening socket is on its way out too.
+        if (!process_->stopped_why() && !process_->gone_within(0ms) &&
+            accepts_connections(target_)) {
+          return std::nullopt;
+        }
         const std::string ended =
             process_->stopped_why().value_or("the server ended (" + describe_exit(*status) + ")");
         log_error(ended + " during " + std::string(check) +
@@ -321,7 +325,7 @@ class StartedServer {
         }
         return ended;
       }
-      if (accepts_connections(target_)) return std::nullopt;
+      if (!process_->stopped_why() && accepts_connections(target_)) return std::nullopt;
       std::this_thread::sleep_for(20ms);
     }
     return std::nullopt;

@@ -188,6 +188,21 @@ TEST_F(GradeContains, MaxMemoryStopsAServerThatKeepsEveryRecv) {
   EXPECT_EQ(graded.left, 0U);
 }
 
+// Past --max-memory grade kills every process of the server, but one dying, or forked while grade
+// killed, can still hold the listening socket for a moment: the check must still name the limit,
+// not a closed connection, and grade start the server again.
+TEST_F(GradeContains, MaxMemoryNamedWhenChildrenHoldTheListeningSocket) {
+  const Graded graded = grade_misbehaving("forks-memory", {"--max-memory", "200"});
+  ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
+  EXPECT_EQ(graded.exit_code, 1) << graded.report << graded.err;
+  for (const std::string& line : lines(graded.report)) {
+    if (line.starts_with("FAIL ")) {
+      EXPECT_TRUE(line.ends_with("; the server used more than 200 MiB")) << graded.report;
+    }
+  }
+  EXPECT_EQ(graded.left, 0U);
+}
+
 // --timeout: the checks not yet run fail as not run, and the report is kept.
 TEST_F(GradeContains, TimeoutKeepsThePartialReport) {
   const auto start = std::chrono::steady_clock::now();

@@ -14,6 +14,7 @@ is left of a submission by it. KIND:
     grows-memory         keeps 32 MiB more for every recv (the `buf += data` bug, made large)
     fork-chain           a helper that ignores SIGTERM forks and exits at once, its child likewise,
                          for 60 s: always one process, never the same
+    forks-memory         forks 8 children that hold its listening socket and 40 MiB each
     stalls               reads questions and never answers them
     never-listens        forks a helper that ignores SIGTERM, then sleeps without listening
     exits-at-once        leaves a child holding its stderr and exits with status 3
@@ -53,6 +54,15 @@ def fork_chain():
         if os.fork() != 0:
             os._exit(0)
     os._exit(0)
+
+
+def fork_memory():
+    for _ in range(8):
+        if os.fork() == 0:
+            held = bytearray(40 << 20)
+            for i in range(0, len(held), 4096):
+                held[i] = 1
+            linger()
 
 
 def serve(sock, kind):
@@ -104,6 +114,8 @@ def main():
         fork_stray(ignore_sigterm=True)
     if kind == 'fork-chain':
         fork_chain()
+    if kind == 'forks-memory':
+        fork_memory()
     if kind == 'forks-40-groups':
         for _ in range(40):
             fork_stray(ignore_sigterm=False, own_group=True)
