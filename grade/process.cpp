@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <csignal>
 #include <cstdio>
@@ -31,6 +32,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 // A program's stderr shown per start: a traceback fits; a flood does not reach grade's caller.
 constexpr std::size_t stderr_shown = std::size_t{64} * 1024;
+// A client's stdout kept for the checks: far more than its replies, far less than a loop that
+// prints forever fills in memory.
+constexpr std::size_t stdout_kept = std::size_t{1024} * 1024;
 // How often the watcher looks at the program's memory and the deadline.
 constexpr int watch_every_ms = 50;
 
@@ -161,15 +165,24 @@ void kill_descendants() {
   }
 }
 
-Process::Process(std::string role, const std::vector<std::string>& argv, int stdout_fd,
+Process::Process(std::string role, const std::vector<std::string>& argv, Stdout out,
                  const Limits& limits)
     : role_(std::move(role)) {
   // The program's stderr goes through a pipe grade reads, never to grade's own stderr: a process
-  // holding that would keep a grading script's pipe open after grade exits.
+  // holding that would keep a grading script's pipe open after grade exits. Its stdout, when
+  // kept, through another, read as the program writes: never all of it in memory.
   int ends[2];
   if (pipe2(ends, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
   stderr_.reset(ends[0]);
   const Fd write_end(ends[1]);
+  Fd stdout_write_end;
+  if (out == Stdout::keep) {
+    if (pipe2(ends, O_CLOEXEC) != 0) {
+      throw std::system_error(errno, std::generic_category(), "pipe");
+    }
+    stdout_.reset(ends[0]);
+    stdout_write_end.reset(ends[1]);
+  }
 
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
@@ -177,7 +190,11 @@ Process::Process(std::string role, const std::vector<std::string>& argv, int std
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
+  if (out == Stdout::keep) {
+    posix_spawn_file_actions_adddup2(&actions, stdout_write_end.get(), STDOUT_FILENO);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  }
   posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
   // A session of its own: a Ctrl-C on grade's terminal reaches grade alone, which then stops the
   // program as a whole. The program gets the signal mask and dispositions a shell would give it,
@@ -279,12 +296,17 @@ void Process::stopped_by_grade(const std::string& why) {
 // program never blocks on a full pipe.
 void Process::watch(const Limits& limits) {
   char chunk[65536];
-  pollfd ready{.fd = stderr_.get(), .events = POLLIN, .revents = 0};
+  std::array<pollfd, 2> ready = {
+      {{.fd = stderr_.get(), .events = POLLIN, .revents = 0},
+       {.fd = stdout_ ? stdout_.get() : -1, .events = POLLIN, .revents = 0}}};
   while (!stopping_) {
-    if (poll(&ready, 1, watch_every_ms) > 0) {
-      const ssize_t n = read(stderr_.get(), chunk, sizeof chunk);
-      if (n > 0) forward(chunk, static_cast<std::size_t>(n));
-      if (n == 0) ready.fd = -1;  // every writer is gone: poll just waits from now on
+    if (poll(ready.data(), ready.size(), watch_every_ms) > 0) {
+      for (pollfd& each : ready) {
+        if (each.revents == 0) continue;
+        const ssize_t n = read(each.fd, chunk, sizeof chunk);
+        if (n > 0) take(each.fd, chunk, static_cast<std::size_t>(n));
+        if (n == 0) each.fd = -1;  // every writer is gone: poll just waits from now on
+      }
     }
     if (limits.max_memory_mib &&
         resident_bytes() > std::size_t{*limits.max_memory_mib} * 1024 * 1024) {
@@ -293,14 +315,25 @@ void Process::watch(const Limits& limits) {
     }
     if (Clock::now() >= limits.deadline) stopped_by_grade(time_ran_out);
   }
-  // The program is gone (stop): what it wrote last is still in the pipe.
-  fcntl(stderr_.get(), F_SETFL, O_NONBLOCK);
-  for (ssize_t n = 0; (n = read(stderr_.get(), chunk, sizeof chunk)) > 0;) {
-    forward(chunk, static_cast<std::size_t>(n));
+  // The program is gone (stop): what it wrote last is still in the pipes.
+  for (const Fd* pipe : {&stderr_, &stdout_}) {
+    if (!*pipe) continue;
+    fcntl(pipe->get(), F_SETFL, O_NONBLOCK);
+    for (ssize_t n = 0; (n = read(pipe->get(), chunk, sizeof chunk)) > 0;) {
+      take(pipe->get(), chunk, static_cast<std::size_t>(n));
+    }
   }
   if (not_shown_ > 0) {
     if (!ends_line_) std::fputc('\n', stderr);  // the note on a line of its own
     log_error(std::to_string(not_shown_) + " more bytes of the " + role_ + "'s stderr not shown");
+  }
+}
+
+void Process::take(int fd, const char* bytes, std::size_t count) {
+  if (fd == stderr_.get()) {
+    forward(bytes, count);
+  } else {
+    printed_.append(bytes, std::min(count, stdout_kept - printed_.size()));
   }
 }
 

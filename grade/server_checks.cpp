@@ -1,7 +1,6 @@
 // grade server: grade plays the clients. Each check opens its own connections and closes them
 // before the next check starts, so a server that serves one client at a time is graded like any
 // other, and each check fails alone.
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -290,9 +289,7 @@ bool accepts_connections(const Target& target) {
 class StartedServer {
  public:
   StartedServer(std::vector<std::string> command, const Limits& limits)
-      : command_(std::move(command)),
-        limits_(limits),
-        devnull_(open("/dev/null", O_WRONLY | O_CLOEXEC)) {
+      : command_(std::move(command)), limits_(limits) {
     start();
   }
 
@@ -353,7 +350,7 @@ class StartedServer {
   // the time limit.
   void start() {
     target_ = {"127.0.0.1", free_port()};
-    process_.emplace("server", substitute(command_, target_.host, target_.port), devnull_.get(),
+    process_.emplace("server", substitute(command_, target_.host, target_.port), Stdout::discard,
                      limits_);
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (!accepts_connections(target_)) {
@@ -376,7 +373,6 @@ class StartedServer {
 
   std::vector<std::string> command_;
   Limits limits_;
-  Fd devnull_;
   Target target_;
   std::optional<Process> process_;
 };

@@ -273,6 +273,26 @@ TEST_F(GradeContains, GradeInterruptedKillsTheServerAndExits) {
 
 // The time limit also bounds a client: one that never connects is stopped at the deadline, and
 // each of its checks says so.
+// A client that prints without end (`while True: print(data)` once the server closed) must not
+// fill grade's memory: grade keeps the first MiB of its stdout. Here grade runs in 384 MiB of
+// address space, and the client prints 512 MiB.
+TEST_F(GradeContains, AClientFloodingStdoutDoesNotFillGradesMemory) {
+  if (under_address_sanitizer || under_thread_sanitizer) {
+    GTEST_SKIP() << "the sanitizers reserve more address space than the limit";
+  }
+  const std::string marker = new_marker("client-flood");
+  Child grade("/bin/sh", {"-c", "ulimit -v 393216 && exec \"$0\" \"$@\"",
+                          std::string(BIN_DIR) + "/grade", "client", "--", "python3", "-c",
+                          "import os\nfor _ in range(512): os.write(1, b'y' * (1 << 20))", marker});
+  EXPECT_EQ(grade.wait_exit(bound), 1) << grade.out() << grade.err();
+  EXPECT_NE(grade.out().find("\nPASS exits-zero\n"), std::string::npos)
+      << grade.out() << grade.err();
+  const std::vector<pid_t> left = processes_with(marker);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes left";
+  grade.send_signal(SIGKILL);
+  for (const pid_t pid : left) kill(pid, SIGKILL);
+}
+
 TEST_F(GradeContains, TimeoutStopsAClientThatNeverConnects) {
   const std::string marker = new_marker("client");
   Child grade("grade", {"client", "--timeout", "1", "--", "python3", "-c",
