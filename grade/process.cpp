@@ -123,6 +123,15 @@ std::size_t resident_bytes() {
   return total;
 }
 
+// Onto grade's own stderr, as much as it takes.
+void write_all(std::string_view text) {
+  for (std::size_t at = 0; at < text.size();) {
+    const ssize_t n = write(STDERR_FILENO, text.data() + at, text.size() - at);
+    if (n <= 0) return;  // grade's own stderr is gone: nothing to show it on
+    at += static_cast<std::size_t>(n);
+  }
+}
+
 // SIGINT, SIGTERM and SIGHUP are blocked in every thread and taken here: grade kills its programs
 // before it exits, or they would outlive it (as orphans of init, holding its caller's pipe).
 void take_signals(sigset_t signals) {
@@ -323,8 +332,8 @@ void Process::watch(const Limits& limits) {
       take(pipe->get(), chunk, static_cast<std::size_t>(n));
     }
   }
+  if (!unfinished_.empty()) write_all(unfinished_ + "\n");  // its last line, ended by grade
   if (not_shown_ > 0) {
-    if (!ends_line_) std::fputc('\n', stderr);  // the note on a line of its own
     log_error(std::to_string(not_shown_) + " more bytes of the " + role_ + "'s stderr not shown");
   }
 }
@@ -337,14 +346,16 @@ void Process::take(int fd, const char* bytes, std::size_t count) {
   }
 }
 
+// Whole lines only: with `grade ... 2>&1 | tee report`, a line the program left unfinished would
+// otherwise run into grade's next report line ("Warning: ...PASS answers-the-three-questions").
 void Process::forward(const char* bytes, std::size_t count) {
   const std::size_t shown = std::min(count, stderr_shown - shown_);
-  for (std::size_t at = 0; at < shown;) {
-    const ssize_t n = write(STDERR_FILENO, bytes + at, shown - at);
-    if (n <= 0) break;  // grade's own stderr is gone: nothing to show it on
-    at += static_cast<std::size_t>(n);
+  unfinished_.append(bytes, shown);
+  const std::size_t end = unfinished_.rfind('\n');
+  if (end != std::string::npos) {
+    write_all(unfinished_.substr(0, end + 1));
+    unfinished_.erase(0, end + 1);
   }
-  if (shown > 0) ends_line_ = bytes[shown - 1] == '\n';
   shown_ += shown;
   not_shown_ += count - shown;
 }

@@ -80,7 +80,7 @@ class Process {
   std::string printed_;
   std::size_t shown_ = 0;
   std::size_t not_shown_ = 0;
-  bool ends_line_ = true;  // the last byte shown was a newline
+  std::string unfinished_;  // shown, but held back until its line ends
   mutable std::mutex mutex_;
   std::optional<std::string> why_;
   std::atomic<bool> stopping_{false};

@@ -175,6 +175,25 @@ TEST_F(GradeContains, AFloodOnStderrIsCutAt64KiB) {
   EXPECT_EQ(graded.left, 0U);
 }
 
+// As a grading script runs grade, `2>&1 | tee report`: a line the server leaves unfinished on its
+// stderr must not run into a line of the report.
+TEST_F(GradeContains, AnUnfinishedStderrLineStaysOffTheReportLines) {
+  const std::string marker = new_marker("unfinished-line");
+  Child grade("/bin/sh",
+              {"-c", "exec \"$0\" \"$@\" 2>&1", std::string(BIN_DIR) + "/grade", "server", "--",
+               "python3", misbehaving, "unfinished-line", "{host}", "{port}", marker});
+  EXPECT_EQ(grade.wait_exit(bound), 0) << grade.out();
+  for (const std::string& line : lines(grade.out())) {
+    EXPECT_TRUE(line.starts_with("PASS ") || line.starts_with("score ") ||
+                line == "Warning: no newline")
+        << grade.out();
+  }
+  const std::vector<pid_t> left = processes_with(marker);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes left";
+  grade.send_signal(SIGKILL);
+  for (const pid_t pid : left) kill(pid, SIGKILL);
+}
+
 // The `buf += data` bug, made large: past --max-memory the server is killed, the check running
 // fails naming the limit, and grade starts it again for the next check.
 TEST_F(GradeContains, MaxMemoryStopsAServerThatKeepsEveryRecv) {

@@ -15,6 +15,7 @@ is left of a submission by it. KIND:
     fork-chain           a helper that ignores SIGTERM forks and exits at once, its child likewise,
                          for 60 s: always one process, never the same
     forks-memory         forks 8 children that hold its listening socket and 40 MiB each
+    unfinished-line      writes a warning to stderr without its newline, then serves
     stalls               reads questions and never answers them
     never-listens        forks a helper that ignores SIGTERM, then sleeps without listening
     exits-at-once        leaves a child holding its stderr and exits with status 3
@@ -112,6 +113,8 @@ def main():
     if kind == 'ignores-sigterm':
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         fork_stray(ignore_sigterm=True)
+    if kind == 'unfinished-line':
+        os.write(2, b'Warning: no newline')
     if kind == 'fork-chain':
         fork_chain()
     if kind == 'forks-memory':
