@@ -333,16 +333,18 @@ class StartedServer {
   void clean_shutdown() {
     process_->terminate();
     const std::optional<int> status = process_->wait(5s);
-    const bool all_gone = status && exited_zero(*status) && process_->gone_within(5s);
+    std::string came;
+    if (!status) {
+      came = "still running 5 s after SIGTERM (grade killed it)";
+    } else if (!exited_zero(*status)) {
+      came = describe_exit(*status);
+    } else if (!process_->gone_within(5s)) {
+      came =
+          "exit status 0, but processes it started still ran 5 s after SIGTERM (grade killed them)";
+    }
     // grade killed it meanwhile (its memory, the time limit): that, not how it went, is what came
     if (const std::optional<std::string> why = process_->stopped_why()) throw Came(*why);
-    if (!status) throw Came("still running 5 s after SIGTERM (grade killed it)");
-    if (!exited_zero(*status)) throw Came(describe_exit(*status));
-    if (!all_gone) {
-      throw Came(
-          "exit status 0, but processes it started still ran 5 s after SIGTERM (grade "
-          "killed them)");
-    }
+    if (!came.empty()) throw Came(came);
   }
 
  private:
