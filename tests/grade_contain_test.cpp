@@ -135,7 +135,6 @@ TEST_F(GradeContains, AServerThatIgnoresSigtermAndForksAHelper) {
   EXPECT_EQ(graded.left, 0U);
 }
 
-// Each child in a process group of its own: grade does not find them by group or session.
 // A chain of processes, each forking the next and exiting at once, that ignores SIGTERM: no
 // single look at /proc may take it for gone, so clean-shutdown fails, and grade still kills it.
 TEST_F(GradeContains, AForkChainThatIgnoresSigtermIsNotGone) {
@@ -151,6 +150,7 @@ TEST_F(GradeContains, AForkChainThatIgnoresSigtermIsNotGone) {
   EXPECT_EQ(graded.left, 0U);
 }
 
+// Each child in a process group of its own: grade does not find them by group or session.
 TEST_F(GradeContains, FortyChildrenEachInItsOwnProcessGroup) {
   const Graded graded = grade_misbehaving("forks-40-groups", {});
   ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
