@@ -2,7 +2,6 @@
 // should get and when each came. It serves the one client the command starts, keeps what that
 // client prints, then judges the conversation.
 #include <poll.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -143,16 +142,6 @@ Conversation converse(int listener, Process& client, const GradeOptions& options
   return talk;
 }
 
-std::string printed_text(int fd) {
-  std::string text;
-  char chunk[4096];
-  ssize_t n = 0;
-  for (off_t at = 0; (n = pread(fd, chunk, sizeof chunk, at)) > 0; at += n) {
-    text.append(chunk, static_cast<std::size_t>(n));
-  }
-  return text;
-}
-
 std::vector<std::string> split_lines(const std::string& text) {
   std::vector<std::string> lines;
   std::size_t start = 0;
@@ -260,10 +249,7 @@ void grade_client(const GradeOptions& options, Report& report) {
   if (listen(listener.get(), SOMAXCONN) != 0) {
     throw std::system_error(errno, std::generic_category(), "listen");
   }
-  // The client's stdout goes to a file in memory: it can print any amount without blocking.
-  const Fd printed_fd(memfd_create("client stdout", MFD_CLOEXEC));
-  if (!printed_fd) throw std::system_error(errno, std::generic_category(), "memfd_create");
-  Process client("client", substitute(options.command, "127.0.0.1", port), printed_fd.get(),
+  Process client("client", substitute(options.command, "127.0.0.1", port), Stdout::keep,
                  options.limits);
   const Conversation talk = converse(listener.get(), client, options);
 
@@ -277,8 +263,8 @@ void grade_client(const GradeOptions& options, Report& report) {
   const auto left = std::max(exit_deadline - Clock::now(), Clock::duration::zero());
   const std::optional<int> status =
       client.wait(std::chrono::duration_cast<std::chrono::milliseconds>(left));
-  const std::string printed = printed_text(printed_fd.get());
   client.stop();
+  const std::string& printed = client.printed();
   // A client grade stopped (its memory, the time limit) is judged by that alone.
   std::optional<std::string> stopped = client.stopped_why();
   if (stopped == time_ran_out) stopped = "cut short: " + time_ran_out;

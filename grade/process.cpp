@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <csignal>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -31,6 +31,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 // A program's stderr shown per start: a traceback fits; a flood does not reach grade's caller.
 constexpr std::size_t stderr_shown = std::size_t{64} * 1024;
+// A client's stdout kept for the checks: far more than its replies, far less than a loop that
+// prints forever fills in memory.
+constexpr std::size_t stdout_kept = std::size_t{1024} * 1024;
 // How often the watcher looks at the program's memory and the deadline.
 constexpr int watch_every_ms = 50;
 
@@ -119,6 +122,15 @@ std::size_t resident_bytes() {
   return total;
 }
 
+// Onto grade's own stderr, as much as it takes.
+void write_all(std::string_view text) {
+  for (std::size_t at = 0; at < text.size();) {
+    const ssize_t n = write(STDERR_FILENO, text.data() + at, text.size() - at);
+    if (n <= 0) return;  // grade's own stderr is gone: nothing to show it on
+    at += static_cast<std::size_t>(n);
+  }
+}
+
 // SIGINT, SIGTERM and SIGHUP are blocked in every thread and taken here: grade kills its programs
 // before it exits, or they would outlive it (as orphans of init, holding its caller's pipe).
 void take_signals(sigset_t signals) {
@@ -161,15 +173,24 @@ void kill_descendants() {
   }
 }
 
-Process::Process(std::string role, const std::vector<std::string>& argv, int stdout_fd,
+Process::Process(std::string role, const std::vector<std::string>& argv, Stdout out,
                  const Limits& limits)
     : role_(std::move(role)) {
   // The program's stderr goes through a pipe grade reads, never to grade's own stderr: a process
-  // holding that would keep a grading script's pipe open after grade exits.
+  // holding that would keep a grading script's pipe open after grade exits. Its stdout, when
+  // kept, through another, read as the program writes: never all of it in memory.
   int ends[2];
   if (pipe2(ends, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
   stderr_.reset(ends[0]);
   const Fd write_end(ends[1]);
+  Fd stdout_write_end;
+  if (out == Stdout::keep) {
+    if (pipe2(ends, O_CLOEXEC) != 0) {
+      throw std::system_error(errno, std::generic_category(), "pipe");
+    }
+    stdout_.reset(ends[0]);
+    stdout_write_end.reset(ends[1]);
+  }
 
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
@@ -177,7 +198,11 @@ Process::Process(std::string role, const std::vector<std::string>& argv, int std
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
+  if (out == Stdout::keep) {
+    posix_spawn_file_actions_adddup2(&actions, stdout_write_end.get(), STDOUT_FILENO);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  }
   posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
   // A session of its own: a Ctrl-C on grade's terminal reaches grade alone, which then stops the
   // program as a whole. The program gets the signal mask and dispositions a shell would give it,
@@ -245,12 +270,19 @@ void Process::terminate() {
 
 bool Process::gone_within(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  while (!descendants(true).empty()) {
+  // Zombies count until grade reaps them, here, before each look: a chain of processes that each
+  // fork and exit at once slips between the entries of /proc of a look for the living alone, but
+  // never past one that also sees the exited, whom only grade takes away.
+  while (true) {
+    if (wait(0ms)) {
+      while (waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+    }
+    if (descendants(false).empty()) return true;
     if (Clock::now() >= deadline) return false;
     if (!terminated_.empty()) terminate();
     std::this_thread::sleep_for(20ms);
   }
-  return true;
 }
 
 std::optional<std::string> Process::stopped_why() const {
@@ -272,12 +304,17 @@ void Process::stopped_by_grade(const std::string& why) {
 // program never blocks on a full pipe.
 void Process::watch(const Limits& limits) {
   char chunk[65536];
-  pollfd ready{.fd = stderr_.get(), .events = POLLIN, .revents = 0};
+  std::array<pollfd, 2> ready = {
+      {{.fd = stderr_.get(), .events = POLLIN, .revents = 0},
+       {.fd = stdout_ ? stdout_.get() : -1, .events = POLLIN, .revents = 0}}};
   while (!stopping_) {
-    if (poll(&ready, 1, watch_every_ms) > 0) {
-      const ssize_t n = read(stderr_.get(), chunk, sizeof chunk);
-      if (n > 0) forward(chunk, static_cast<std::size_t>(n));
-      if (n == 0) ready.fd = -1;  // every writer is gone: poll just waits from now on
+    if (poll(ready.data(), ready.size(), watch_every_ms) > 0) {
+      for (pollfd& each : ready) {
+        if (each.revents == 0) continue;
+        const ssize_t n = read(each.fd, chunk, sizeof chunk);
+        if (n > 0) take(each.fd, chunk, static_cast<std::size_t>(n));
+        if (n == 0) each.fd = -1;  // every writer is gone: poll just waits from now on
+      }
     }
     if (limits.max_memory_mib &&
         resident_bytes() > std::size_t{*limits.max_memory_mib} * 1024 * 1024) {
@@ -286,25 +323,38 @@ void Process::watch(const Limits& limits) {
     }
     if (Clock::now() >= limits.deadline) stopped_by_grade(time_ran_out);
   }
-  // The program is gone (stop): what it wrote last is still in the pipe.
-  fcntl(stderr_.get(), F_SETFL, O_NONBLOCK);
-  for (ssize_t n = 0; (n = read(stderr_.get(), chunk, sizeof chunk)) > 0;) {
-    forward(chunk, static_cast<std::size_t>(n));
+  // The program is gone (stop): what it wrote last is still in the pipes.
+  for (const Fd* pipe : {&stderr_, &stdout_}) {
+    if (!*pipe) continue;
+    fcntl(pipe->get(), F_SETFL, O_NONBLOCK);
+    for (ssize_t n = 0; (n = read(pipe->get(), chunk, sizeof chunk)) > 0;) {
+      take(pipe->get(), chunk, static_cast<std::size_t>(n));
+    }
   }
+  if (!unfinished_.empty()) write_all(unfinished_ + "\n");  // its last line, ended by grade
   if (not_shown_ > 0) {
-    if (!ends_line_) std::fputc('\n', stderr);  // the note on a line of its own
     log_error(std::to_string(not_shown_) + " more bytes of the " + role_ + "'s stderr not shown");
   }
 }
 
+void Process::take(int fd, const char* bytes, std::size_t count) {
+  if (fd == stderr_.get()) {
+    forward(bytes, count);
+  } else {
+    printed_.append(bytes, std::min(count, stdout_kept - printed_.size()));
+  }
+}
+
+// Whole lines only: with `grade ... 2>&1 | tee report`, a line the program left unfinished would
+// otherwise run into grade's next report line ("Warning: ...PASS answers-the-three-questions").
 void Process::forward(const char* bytes, std::size_t count) {
   const std::size_t shown = std::min(count, stderr_shown - shown_);
-  for (std::size_t at = 0; at < shown;) {
-    const ssize_t n = write(STDERR_FILENO, bytes + at, shown - at);
-    if (n <= 0) break;  // grade's own stderr is gone: nothing to show it on
-    at += static_cast<std::size_t>(n);
+  unfinished_.append(bytes, shown);
+  const std::size_t end = unfinished_.rfind('\n');
+  if (end != std::string::npos) {
+    write_all(unfinished_.substr(0, end + 1));
+    unfinished_.erase(0, end + 1);
   }
-  if (shown > 0) ends_line_ = bytes[shown - 1] == '\n';
   shown_ += shown;
   not_shown_ += count - shown;
 }

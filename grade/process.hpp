@@ -35,14 +35,17 @@ struct Limits {
 // "the time limit ran out": why grade stopped a program at the deadline.
 inline const std::string time_ran_out = "the time limit ran out";
 
+// What becomes of a program's stdout: nothing (a server's, which holds ports and times), or kept
+// for the checks (a client's lines: the first MiB, the rest read and dropped, as a flood is).
+enum class Stdout { discard, keep };
+
 // A program grade started (the server or the client under test, `role` in messages), in a
-// session of its own, with stdin from /dev/null, stdout to `stdout_fd` and stderr through grade
-// (64 KiB of it per start). The destructor stops it.
+// session of its own, with stdin from /dev/null, stdout discarded or kept, and stderr through
+// grade (64 KiB of it per start). The destructor stops it.
 class Process {
  public:
   // CannotGrade if it cannot start.
-  Process(std::string role, const std::vector<std::string>& argv, int stdout_fd,
-          const Limits& limits);
+  Process(std::string role, const std::vector<std::string>& argv, Stdout out, const Limits& limits);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -53,15 +56,18 @@ class Process {
   // SIGTERM to every process of the program: it stops as a whole, as a terminal's session does.
   // From now on, gone_within sends one to every process that appears too (a fork under way).
   void terminate();
-  // Whether every process of the program has exited within `timeout`.
+  // Whether every process of the program has exited within `timeout`; reaps those that have.
   bool gone_within(std::chrono::milliseconds timeout);
   // Kills and reaps every process of the program, and shows the last of its stderr.
   void stop();
+  // What the program printed, with Stdout::keep: all of it once stop has returned.
+  [[nodiscard]] const std::string& printed() const { return printed_; }
   // Why grade stopped the program itself: "the server used more than 512 MiB" or time_ran_out.
   [[nodiscard]] std::optional<std::string> stopped_why() const;
 
  private:
   void watch(const Limits& limits);  // the watcher thread: stderr, memory, deadline
+  void take(int fd, const char* bytes, std::size_t count);
   void forward(const char* bytes, std::size_t count);
   void stopped_by_grade(const std::string& why);
 
@@ -70,9 +76,11 @@ class Process {
   std::optional<int> status_;
   std::set<pid_t> terminated_;  // the processes sent a SIGTERM
   Fd stderr_;                   // the read end of the program's stderr
+  Fd stdout_;                   // and of its stdout, with Stdout::keep
+  std::string printed_;
   std::size_t shown_ = 0;
   std::size_t not_shown_ = 0;
-  bool ends_line_ = true;  // the last byte shown was a newline
+  std::string unfinished_;  // shown, but held back until its line ends
   mutable std::mutex mutex_;
   std::optional<std::string> why_;
   std::atomic<bool> stopping_{false};

@@ -1,7 +1,6 @@
 // grade server: grade plays the clients. Each check opens its own connections and closes them
 // before the next check starts, so a server that serves one client at a time is graded like any
 // other, and each check fails alone.
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -290,9 +289,7 @@ bool accepts_connections(const Target& target) {
 class StartedServer {
  public:
   StartedServer(std::vector<std::string> command, const Limits& limits)
-      : command_(std::move(command)),
-        limits_(limits),
-        devnull_(open("/dev/null", O_WRONLY | O_CLOEXEC)) {
+      : command_(std::move(command)), limits_(limits) {
     start();
   }
 
@@ -306,8 +303,12 @@ class StartedServer {
     while (std::chrono::steady_clock::now() < deadline) {
       if (const std::optional<int> status = process_->wait(0ms)) {
         // The process grade started is gone, but others of the server serve on (a daemon):
-        // nothing to start again.
-        if (!process_->gone_within(0ms) && accepts_connections(target_)) return std::nullopt;
+        // nothing to start again. Unless grade killed it (its memory): then whatever still
+        // holds its listening socket is on its way out too.
+        if (!process_->stopped_why() && !process_->gone_within(0ms) &&
+            accepts_connections(target_)) {
+          return std::nullopt;
+        }
         const std::string ended =
             process_->stopped_why().value_or("the server ended (" + describe_exit(*status) + ")");
         log_error(ended + " during " + std::string(check) +
@@ -321,7 +322,7 @@ class StartedServer {
         }
         return ended;
       }
-      if (accepts_connections(target_)) return std::nullopt;
+      if (!process_->stopped_why() && accepts_connections(target_)) return std::nullopt;
       std::this_thread::sleep_for(20ms);
     }
     return std::nullopt;
@@ -332,13 +333,18 @@ class StartedServer {
   void clean_shutdown() {
     process_->terminate();
     const std::optional<int> status = process_->wait(5s);
-    if (!status) throw Came("still running 5 s after SIGTERM (grade killed it)");
-    if (!exited_zero(*status)) throw Came(describe_exit(*status));
-    if (!process_->gone_within(5s)) {
-      throw Came(
-          "exit status 0, but processes it started still ran 5 s after SIGTERM (grade "
-          "killed them)");
+    std::string came;
+    if (!status) {
+      came = "still running 5 s after SIGTERM (grade killed it)";
+    } else if (!exited_zero(*status)) {
+      came = describe_exit(*status);
+    } else if (!process_->gone_within(5s)) {
+      came =
+          "exit status 0, but processes it started still ran 5 s after SIGTERM (grade killed them)";
     }
+    // grade killed it meanwhile (its memory, the time limit): that, not how it went, is what came
+    if (const std::optional<std::string> why = process_->stopped_why()) throw Came(*why);
+    if (!came.empty()) throw Came(came);
   }
 
  private:
@@ -346,7 +352,7 @@ class StartedServer {
   // the time limit.
   void start() {
     target_ = {"127.0.0.1", free_port()};
-    process_.emplace("server", substitute(command_, target_.host, target_.port), devnull_.get(),
+    process_.emplace("server", substitute(command_, target_.host, target_.port), Stdout::discard,
                      limits_);
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (!accepts_connections(target_)) {
@@ -369,7 +375,6 @@ class StartedServer {
 
   std::vector<std::string> command_;
   Limits limits_;
-  Fd devnull_;
   Target target_;
   std::optional<Process> process_;
 };

@@ -135,6 +135,21 @@ TEST_F(GradeContains, AServerThatIgnoresSigtermAndForksAHelper) {
   EXPECT_EQ(graded.left, 0U);
 }
 
+// A chain of processes, each forking the next and exiting at once, that ignores SIGTERM: no
+// single look at /proc may take it for gone, so clean-shutdown fails, and grade still kills it.
+TEST_F(GradeContains, AForkChainThatIgnoresSigtermIsNotGone) {
+  const Graded graded = grade_misbehaving("fork-chain", {});
+  ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
+  EXPECT_EQ(graded.exit_code, 1) << graded.report << graded.err;
+  expect_questions_graded(graded);
+  EXPECT_EQ(line_of(graded.report, "clean-shutdown"),
+            "FAIL clean-shutdown: exit status 0 within 5 s of SIGTERM, and no process of it left; "
+            "exit status 0, but processes it started still ran 5 s after SIGTERM (grade killed "
+            "them)")
+      << graded.report;
+  EXPECT_EQ(graded.left, 0U);
+}
+
 // Each child in a process group of its own: grade does not find them by group or session.
 TEST_F(GradeContains, FortyChildrenEachInItsOwnProcessGroup) {
   const Graded graded = grade_misbehaving("forks-40-groups", {});
@@ -160,6 +175,25 @@ TEST_F(GradeContains, AFloodOnStderrIsCutAt64KiB) {
   EXPECT_EQ(graded.left, 0U);
 }
 
+// As a grading script runs grade, `2>&1 | tee report`: a line the server leaves unfinished on its
+// stderr must not run into a line of the report.
+TEST_F(GradeContains, AnUnfinishedStderrLineStaysOffTheReportLines) {
+  const std::string marker = new_marker("unfinished-line");
+  Child grade("/bin/sh",
+              {"-c", "exec \"$0\" \"$@\" 2>&1", std::string(BIN_DIR) + "/grade", "server", "--",
+               "python3", misbehaving, "unfinished-line", "{host}", "{port}", marker});
+  EXPECT_EQ(grade.wait_exit(bound), 0) << grade.out();
+  for (const std::string& line : lines(grade.out())) {
+    EXPECT_TRUE(line.starts_with("PASS ") || line.starts_with("score ") ||
+                line == "Warning: no newline")
+        << grade.out();
+  }
+  const std::vector<pid_t> left = processes_with(marker);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes left";
+  grade.send_signal(SIGKILL);
+  for (const pid_t pid : left) kill(pid, SIGKILL);
+}
+
 // The `buf += data` bug, made large: past --max-memory the server is killed, the check running
 // fails naming the limit, and grade starts it again for the next check.
 TEST_F(GradeContains, MaxMemoryStopsAServerThatKeepsEveryRecv) {
@@ -170,6 +204,21 @@ TEST_F(GradeContains, MaxMemoryStopsAServerThatKeepsEveryRecv) {
       << graded.report << graded.err;
   EXPECT_NE(graded.err.find("grade: the server used more than 100 MiB during "), std::string::npos)
       << graded.err;
+  EXPECT_EQ(graded.left, 0U);
+}
+
+// Past --max-memory grade kills every process of the server, but one dying, or forked while grade
+// killed, can still hold the listening socket for a moment: the check must still name the limit,
+// not a closed connection, and grade start the server again.
+TEST_F(GradeContains, MaxMemoryNamedWhenChildrenHoldTheListeningSocket) {
+  const Graded graded = grade_misbehaving("forks-memory", {"--max-memory", "200"});
+  ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
+  EXPECT_EQ(graded.exit_code, 1) << graded.report << graded.err;
+  for (const std::string& line : lines(graded.report)) {
+    if (line.starts_with("FAIL ")) {
+      EXPECT_TRUE(line.ends_with("; the server used more than 200 MiB")) << graded.report;
+    }
+  }
   EXPECT_EQ(graded.left, 0U);
 }
 
@@ -186,6 +235,20 @@ TEST_F(GradeContains, TimeoutKeepsThePartialReport) {
       << graded.report;
   EXPECT_TRUE(graded.report.ends_with("\nscore 0/6\n")) << graded.report;
   EXPECT_LT(took, 20s) << "a 3 s limit";
+  EXPECT_EQ(graded.left, 0U);
+}
+
+// The limit runs out while clean-shutdown waits for children that ignore SIGTERM: grade killing
+// them is not the server stopping cleanly, so the check is cut short, not passed.
+TEST_F(GradeContains, TimeoutDuringCleanShutdownIsNotAPass) {
+  const Graded graded = grade_misbehaving("fork-per-connection", {"--timeout", "4"});
+  ASSERT_TRUE(graded.exit_code) << "grade's pipes still open after 60 s\n" << graded.report;
+  EXPECT_EQ(graded.exit_code, 1) << graded.report << graded.err;
+  // "cut short" when the checks before took under 4 s, as they do; "not run" on a slow machine
+  EXPECT_TRUE(std::regex_match(line_of(graded.report, "clean-shutdown"),
+                               std::regex("FAIL clean-shutdown: .*; (cut short|not run): the time "
+                                          "limit ran out")))
+      << graded.report;
   EXPECT_EQ(graded.left, 0U);
 }
 
@@ -229,6 +292,26 @@ TEST_F(GradeContains, GradeInterruptedKillsTheServerAndExits) {
 
 // The time limit also bounds a client: one that never connects is stopped at the deadline, and
 // each of its checks says so.
+// A client that prints without end (`while True: print(data)` once the server closed) must not
+// fill grade's memory: grade keeps the first MiB of its stdout. Here grade runs in 384 MiB of
+// address space, and the client prints 512 MiB.
+TEST_F(GradeContains, AClientFloodingStdoutDoesNotFillGradesMemory) {
+  if (under_address_sanitizer || under_thread_sanitizer) {
+    GTEST_SKIP() << "the sanitizers reserve more address space than the limit";
+  }
+  const std::string marker = new_marker("client-flood");
+  Child grade("/bin/sh", {"-c", "ulimit -v 393216 && exec \"$0\" \"$@\"",
+                          std::string(BIN_DIR) + "/grade", "client", "--", "python3", "-c",
+                          "import os\nfor _ in range(512): os.write(1, b'y' * (1 << 20))", marker});
+  EXPECT_EQ(grade.wait_exit(bound), 1) << grade.out() << grade.err();
+  EXPECT_NE(grade.out().find("\nPASS exits-zero\n"), std::string::npos)
+      << grade.out() << grade.err();
+  const std::vector<pid_t> left = processes_with(marker);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes left";
+  grade.send_signal(SIGKILL);
+  for (const pid_t pid : left) kill(pid, SIGKILL);
+}
+
 TEST_F(GradeContains, TimeoutStopsAClientThatNeverConnects) {
   const std::string marker = new_marker("client");
   Child grade("grade", {"client", "--timeout", "1", "--", "python3", "-c",

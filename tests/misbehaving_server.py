@@ -12,6 +12,10 @@ is left of a submission by it. KIND:
     forks-40-groups      forks 40 sleeping children, each in a process group of its own
     floods-stderr        writes 50 MB to stderr while it serves
     grows-memory         keeps 32 MiB more for every recv (the `buf += data` bug, made large)
+    fork-chain           a helper that ignores SIGTERM forks and exits at once, its child likewise,
+                         for 60 s: always one process, never the same
+    forks-memory         forks 8 children that hold its listening socket and 40 MiB each
+    unfinished-line      writes a warning to stderr without its newline, then serves
     stalls               reads questions and never answers them
     never-listens        forks a helper that ignores SIGTERM, then sleeps without listening
     exits-at-once        leaves a child holding its stderr and exits with status 3
@@ -39,6 +43,27 @@ def fork_stray(ignore_sigterm, own_group=False):
             os.setpgid(0, 0)
         signal.signal(signal.SIGTERM, signal.SIG_IGN if ignore_sigterm else signal.SIG_DFL)
         linger()
+
+
+def fork_chain():
+    """A moving target: each generation forks the next and exits, for 60 s."""
+    if os.fork() != 0:
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if os.fork() != 0:
+            os._exit(0)
+    os._exit(0)
+
+
+def fork_memory():
+    for _ in range(8):
+        if os.fork() == 0:
+            held = bytearray(40 << 20)
+            for i in range(0, len(held), 4096):
+                held[i] = 1
+            linger()
 
 
 def serve(sock, kind):
@@ -88,6 +113,12 @@ def main():
     if kind == 'ignores-sigterm':
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         fork_stray(ignore_sigterm=True)
+    if kind == 'unfinished-line':
+        os.write(2, b'Warning: no newline')
+    if kind == 'fork-chain':
+        fork_chain()
+    if kind == 'forks-memory':
+        fork_memory()
     if kind == 'forks-40-groups':
         for _ in range(40):
             fork_stray(ignore_sigterm=False, own_group=True)
