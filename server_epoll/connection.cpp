@@ -142,12 +142,12 @@ Want on_readable(Connection& c, const ServerOptions& options, std::span<char> bu
 Want on_ready(Connection& c, std::uint32_t ready, const ServerOptions& options,
               std::span<char> buffer) {
   try {
-    // Three cases. Epoll reports EPOLLERR and EPOLLHUP whatever it watches; the call the
-    // connection waits on (send while it only writes, else recv) says what happened.
-    if (c.watched == Want::write) return on_writable(c, options);
-    if (ready & EPOLLIN) return on_readable(c, options, buffer);
-    if (ready & EPOLLOUT) return on_writable(c, options);
-    return on_readable(c, options, buffer);  // EPOLLERR or EPOLLHUP alone
+    // Epoll reports EPOLLERR and EPOLLHUP whatever it watches: the call the connection waits
+    // on says what happened.
+    if (c.watched == Want::write) return on_writable(c, options);  // it waits only to send
+    if (ready & EPOLLIN) return on_readable(c, options, buffer);   // bytes, the end, an error
+    if (ready & EPOLLOUT) return on_writable(c, options);          // room for unsent replies
+    return on_readable(c, options, buffer);  // EPOLLERR or EPOLLHUP alone: recv says which
   } catch (const std::exception& error) {
     log_failure(c, error);
     return Want::close;
