@@ -96,6 +96,17 @@ TEST(ServerEpoll, AnEventForAConnectionClosedEarlierInItsBatchIsSkipped) {
 namespace {
 std::size_t held(const Connection& c) { return c.outgoing.capacity() + c.unanswered.capacity(); }
 
+// A client's end and the server's connection, over a socketpair.
+struct ClientAndConnection {
+  Fd client;
+  Connection c;
+};
+ClientAndConnection connected() {
+  int ends[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends), 0);
+  return {Fd(ends[0]), Connection(Fd(ends[1]), "client", 42)};
+}
+
 // Counts the handlers' walks of the heap; in this test binary it replaces glibc's, which would
 // hand this process's free pages back to the kernel.
 int heap_walks = 0;
@@ -109,10 +120,7 @@ extern "C" int malloc_trim(std::size_t /*pad*/) {
 // A client floods questions without reading until back-pressure stops the server reading from
 // it, then reads every reply and goes quiet: its connection gives back what the burst took.
 TEST(ServerEpollHandlers, ABurstsMemoryIsGivenBackOnceItDrains) {
-  int ends[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends), 0);
-  const Fd client(ends[0]);
-  Connection c(Fd(ends[1]), "client", 42);
+  auto [client, c] = connected();
   const ServerOptions options{.max_questions = 0};
   std::array<char, std::size_t{16} * 1024> buffer{};
   std::string questions_block;
@@ -145,13 +153,10 @@ TEST(ServerEpollHandlers, ABurstsMemoryIsGivenBackOnceItDrains) {
 }
 
 // A client that pipelines a few long questions and reads the replies makes its buffers grow past
-// KEEP_WHEN_IDLE and drain on every round trip. Giving the pages back walks the whole heap, so a
-// connection of 10,000 pays for each walk: they must not come one per round trip.
+// KEEP_WHEN_IDLE and drain on every round trip. Giving the pages back walks the whole heap, every
+// connection's: with 10,000 connections, one walk per round trip would cost them all.
 TEST(ServerEpollHandlers, RoundTripsOfLongQuestionsDoNotWalkTheHeapEachTime) {
-  int ends[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends), 0);
-  const Fd client(ends[0]);
-  Connection c(Fd(ends[1]), "client", 42);
+  auto [client, c] = connected();
   const ServerOptions options{.max_questions = 0};
   std::array<char, std::size_t{16} * 1024> buffer{};
   const std::string questions = std::string(3999, 'x') + "?" + std::string(3999, 'y') + "?";
