@@ -43,7 +43,7 @@ slide "Stage 4: the conversation" \
   "One function per client, which blocks in \`recv\` and \`send\`, against two handlers that never block: each does what it can now and returns what its connection waits for next." \
   common/server.cpp "process_connection" server_epoll/connection.cpp "on_readable on_writable"
 slide "Stage 5, and how a conversation ends" \
-  "One question and its reply, where the blocking code's loop and its \`return\` decide the end, against \`answer\`, which replies to every question the framer holds, and \`on_all_sent\`, which gives back what a burst took and decides what comes once every reply is out: more questions, or the end and its lingering close as named stages." \
+  "One question and its reply, where the blocking code's loop and its \`return\` decide the end, against \`answer\`, which replies to every question the framer holds, and \`on_all_sent\`, which decides what comes once every reply is out: more questions, or the end and its lingering close as named stages." \
   common/server.cpp "process_request" server_epoll/connection.cpp "answer on_all_sent"
 slide "Stage 3: accepting" \
   "A thread blocks in \`accept4\` and serves the client before it accepts again, against a handler that accepts the waiting clients into the table, a few at a time so that the connected clients are not held up, and pauses the listener while the server is out of descriptors." \

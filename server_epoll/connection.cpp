@@ -55,20 +55,31 @@ void answer(Connection& c, const ServerOptions& options) {
   }
 }
 
+// glibc keeps what is freed in its heap for the next allocation; malloc_trim hands the free pages
+// back to the kernel. It walks the whole heap, every connection's, so it runs once this much has
+// been given back, not on every drain: a client whose buffers grow and drain on each round trip
+// (a few long questions at a time) would otherwise make the loop walk the heap for each one.
+constexpr std::size_t TRIM_AFTER = std::size_t{128} * 1024;
+std::size_t untrimmed = 0;  // bytes given back to the heap since the last malloc_trim
+
+std::size_t held(const Connection& c) { return c.outgoing.capacity() + c.unanswered.capacity(); }
+
 // Every reply is out: the buffers go back to what an idle connection needs, whatever a burst
-// grew them to (a string keeps its peak capacity through clear and erase). glibc keeps what is
-// freed in its heap for the next allocation; malloc_trim hands the free pages back to the
-// kernel, once per burst, not per question.
+// grew them to (a string keeps its peak capacity through clear and erase).
 void release_burst(Connection& c) {
   c.sent = 0;
-  const std::size_t held = c.outgoing.capacity() + c.unanswered.capacity();
+  const std::size_t before = held(c);
   if (c.outgoing.capacity() > KEEP_WHEN_IDLE) {
     std::string().swap(c.outgoing);
   } else {
     c.outgoing.clear();
   }
   c.unanswered.shrink(KEEP_WHEN_IDLE);
-  if (held > 2 * KEEP_WHEN_IDLE) malloc_trim(0);
+  untrimmed += before - held(c);
+  if (untrimmed >= TRIM_AFTER) {
+    malloc_trim(0);
+    untrimmed = 0;
+  }
 }
 
 // Every reply is out: stage 4's ending of the conversation, or more questions.
@@ -131,12 +142,12 @@ Want on_readable(Connection& c, const ServerOptions& options, std::span<char> bu
 Want on_ready(Connection& c, std::uint32_t ready, const ServerOptions& options,
               std::span<char> buffer) {
   try {
-    // Three cases. Epoll reports EPOLLERR and EPOLLHUP whatever it watches; the call the
-    // connection waits on (send while it only writes, else recv) says what happened.
-    if (c.watched == Want::write) return on_writable(c, options);
-    if (ready & EPOLLIN) return on_readable(c, options, buffer);
-    if (ready & EPOLLOUT) return on_writable(c, options);
-    return on_readable(c, options, buffer);  // EPOLLERR or EPOLLHUP alone
+    // Epoll reports EPOLLERR and EPOLLHUP whatever it watches: the call the connection waits
+    // on says what happened.
+    if (c.watched == Want::write) return on_writable(c, options);  // it waits only to send
+    if (ready & EPOLLIN) return on_readable(c, options, buffer);   // bytes, the end, an error
+    if (ready & EPOLLOUT) return on_writable(c, options);          // room for unsent replies
+    return on_readable(c, options, buffer);  // EPOLLERR or EPOLLHUP alone: recv says which
   } catch (const std::exception& error) {
     log_failure(c, error);
     return Want::close;

@@ -91,7 +91,8 @@ void on_acceptable(EventLoop& loop, Listener& listener, Table& connections,
 // A client's descriptor is ready: its handler, then what it waits for next. An epoll_ctl that
 // fails for one client closes that client, never the server.
 void serve(EventLoop& loop, std::unique_ptr<Connection>& slot, std::uint32_t ready,
-           const ServerOptions& options, std::span<char> buffer, LingerDeadlines& lingering) {
+           const ServerOptions& options, std::span<char> buffer,
+           LingerDeadlines& linger_deadlines) {
   Connection& c = *slot;
   const Stage before = c.stage;
   const Want want = on_ready(c, ready, options, buffer);
@@ -110,16 +111,16 @@ void serve(EventLoop& loop, std::unique_ptr<Connection>& slot, std::uint32_t rea
     c.watched = want;
   }
   if (c.stage == Stage::lingering && before != Stage::lingering) {
-    lingering.emplace_back(c.linger_until, c.sock.get());
+    linger_deadlines.emplace_back(c.linger_until, c.sock.get());
   }
 }
 
 // When the loop must wake with nothing ready: the earliest deadline, if any.
 std::optional<Clock::time_point> next_deadline(const Listener& listener,
-                                               const LingerDeadlines& lingering) {
+                                               const LingerDeadlines& linger_deadlines) {
   std::optional<Clock::time_point> next = listener.paused_until;
-  if (!lingering.empty() && (!next || lingering.front().first < *next)) {
-    next = lingering.front().first;
+  if (!linger_deadlines.empty() && (!next || linger_deadlines.front().first < *next)) {
+    next = linger_deadlines.front().first;
   }
   return next;
 }
@@ -127,15 +128,17 @@ std::optional<Clock::time_point> next_deadline(const Listener& listener,
 // What is due: the paused listener accepts again; a connection that has lingered LINGER_TIME
 // closes.
 void on_deadlines(EventLoop& loop, Listener& listener, Table& connections,
-                  LingerDeadlines& lingering) {
+                  LingerDeadlines& linger_deadlines) {
   const Clock::time_point now = Clock::now();
   if (listener.paused_until && *listener.paused_until <= now) {
     loop.modify(listener.sock.get(), EPOLLIN);
     listener.paused_until.reset();
   }
-  for (; !lingering.empty() && lingering.front().first <= now; lingering.pop_front()) {
-    auto& slot = connections[static_cast<std::size_t>(lingering.front().second)];
-    if (slot && slot->stage == Stage::lingering && slot->linger_until == lingering.front().first) {
+  for (; !linger_deadlines.empty() && linger_deadlines.front().first <= now;
+       linger_deadlines.pop_front()) {
+    auto& slot = connections[static_cast<std::size_t>(linger_deadlines.front().second)];
+    if (slot && slot->stage == Stage::lingering &&
+        slot->linger_until == linger_deadlines.front().first) {
       slot.reset();
     }
   }
@@ -159,10 +162,10 @@ int main(int argc, char* argv[]) try {
   loop.add(listener.sock.get(), EPOLLIN);
 
   Table connections;
-  LingerDeadlines lingering;
+  LingerDeadlines linger_deadlines;
   std::array<char, std::size_t{16} * 1024> buffer{};  // every recv lands here first
   while (true) {
-    for (const epoll_event& event : loop.wait(next_deadline(listener, lingering))) {
+    for (const epoll_event& event : loop.wait(next_deadline(listener, linger_deadlines))) {
       const int fd = event.data.fd;
       if (loop.is_signal(event)) {
         connections.clear();  // closes every connection
@@ -178,9 +181,9 @@ int main(int argc, char* argv[]) try {
       // others, as an idle timeout would): its slot is empty, as Redis checks the mask of
       // events[fd] and libuv its watchers[fd]. Had it been reused by an accept since, the
       // event reaches the new connection: harmless, its recv or send returns EAGAIN.
-      if (slot) serve(loop, slot, event.events, options, buffer, lingering);
+      if (slot) serve(loop, slot, event.events, options, buffer, linger_deadlines);
     }
-    on_deadlines(loop, listener, connections, lingering);
+    on_deadlines(loop, listener, connections, linger_deadlines);
   }
 } catch (const std::exception& error) {
   return fail(error);

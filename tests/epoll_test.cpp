@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
@@ -94,15 +95,32 @@ TEST(ServerEpoll, AnEventForAConnectionClosedEarlierInItsBatchIsSkipped) {
 
 namespace {
 std::size_t held(const Connection& c) { return c.outgoing.capacity() + c.unanswered.capacity(); }
+
+// A client's end and the server's connection, over a socketpair.
+struct ClientAndConnection {
+  Fd client;
+  Connection c;
+};
+ClientAndConnection connected() {
+  int ends[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends), 0);
+  return {Fd(ends[0]), Connection(Fd(ends[1]), "client", 42)};
+}
+
+// Counts the handlers' walks of the heap; in this test binary it replaces glibc's, which would
+// hand this process's free pages back to the kernel.
+int heap_walks = 0;
 }  // namespace
+
+extern "C" int malloc_trim(std::size_t /*pad*/) {
+  ++heap_walks;
+  return 0;
+}
 
 // A client floods questions without reading until back-pressure stops the server reading from
 // it, then reads every reply and goes quiet: its connection gives back what the burst took.
 TEST(ServerEpollHandlers, ABurstsMemoryIsGivenBackOnceItDrains) {
-  int ends[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends), 0);
-  const Fd client(ends[0]);
-  Connection c(Fd(ends[1]), "client", 42);
+  auto [client, c] = connected();
   const ServerOptions options{.max_questions = 0};
   std::array<char, std::size_t{16} * 1024> buffer{};
   std::string questions_block;
@@ -132,4 +150,36 @@ TEST(ServerEpollHandlers, ABurstsMemoryIsGivenBackOnceItDrains) {
   EXPECT_LE(held(c), std::size_t{8} * 1024)
       << "at the peak " << peak << ": replies " << c.outgoing.capacity() << ", questions "
       << c.unanswered.capacity();
+}
+
+// A client that pipelines a few long questions and reads the replies makes its buffers grow past
+// KEEP_WHEN_IDLE and drain on every round trip. Giving the pages back walks the whole heap, every
+// connection's: with 10,000 connections, one walk per round trip would cost them all.
+TEST(ServerEpollHandlers, RoundTripsOfLongQuestionsDoNotWalkTheHeapEachTime) {
+  auto [client, c] = connected();
+  const ServerOptions options{.max_questions = 0};
+  std::array<char, std::size_t{16} * 1024> buffer{};
+  const std::string questions = std::string(3999, 'x') + "?" + std::string(3999, 'y') + "?";
+  constexpr int rounds = 100;
+  const int walks_before = heap_walks;
+  for (int round = 0; round < rounds; ++round) {
+    std::size_t sent = 0;
+    std::string replies;
+    while (std::count(replies.begin(), replies.end(), '.') < 2) {
+      if (sent < questions.size()) {
+        const ssize_t n =
+            send(client.get(), questions.data() + sent, questions.size() - sent, MSG_NOSIGNAL);
+        if (n > 0) sent += static_cast<std::size_t>(n);
+      }
+      ASSERT_NE(take_turn(c, options, buffer), Want::close);
+      std::array<char, 65536> chunk{};
+      const ssize_t n = recv(client.get(), chunk.data(), chunk.size(), 0);
+      if (n > 0) replies.append(chunk.data(), static_cast<std::size_t>(n));
+    }
+    ASSERT_EQ(c.unsent(), 0U);
+  }
+  EXPECT_LE(held(c), std::size_t{8} * 1024);
+  EXPECT_LT(heap_walks - walks_before, rounds / 2)
+      << "the heap was walked on " << heap_walks - walks_before << " of " << rounds
+      << " round trips";
 }
