@@ -126,7 +126,7 @@ EXERCISE_TESTS_0 := Exercise0.*:Servers/AllServers.CycleAsks*
 EXERCISE_TESTS_1 := Exercise1.*:*/server_thread_per_client
 EXERCISE_TESTS_2 := Exercise2.*
 EXERCISE_TESTS_3 := Exercise3.*
-EXERCISE_TESTS_4 := Exercise4.*:ServerEpoll.*:*/server_epoll
+EXERCISE_TESTS_4 := Exercise4.*:ServerEpoll.*:ServerEpollHandlers.*:*/server_epoll
 EXERCISE_TESTS_5 := */Exercise5.*:Servers/*Sigterm*
 CORES := $(shell nproc 2>/dev/null || echo 2)
 exercise:
