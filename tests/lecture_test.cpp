@@ -84,7 +84,9 @@ TEST(Compare, AnUnknownPatternIsAUsageError) {
   EXPECT_NE(make.err().find("B must be one of: simple threads epoll"), std::string::npos);
 }
 
-TEST(Slides, CutEveryFunctionTheyShowFromTheSources) {
+// Checked in CI only, as the next test: a student's exercise may rename or reshape a handler.
+TEST(Slides, CutEveryFunctionTheyShowFromTheSourcesInCi) {
+  if (std::getenv("CI") == nullptr) GTEST_SKIP() << "CI is not set: checked in CI only";
   Child slides("/usr/bin/env", {"bash", source_dir + "/scripts/slides.sh", source_dir});
   EXPECT_EQ(slides.wait_exit(), 0) << slides.err();
   // Each slide's two sides: common/server.cpp and server_simple/main.cpp on the left,
